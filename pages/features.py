@@ -1,0 +1,90 @@
+"""Features: per class, the neural features the model relies on most, with their evidence."""
+
+from __future__ import annotations
+
+import plotly.express as px
+import streamlit as st
+
+from spuraudit.audit import Audit
+from spuraudit.ui.state import require_features, require_project
+from spuraudit.ui.widgets import (
+    cached_attack,
+    cached_cams,
+    cached_pair_evidence,
+    class_picker,
+    image_row,
+    image_set_picker,
+    split_picker,
+)
+
+project = require_project()
+store = require_features(project)
+audit = Audit(project, store)
+
+st.title("Features the model relies on")
+class_index = class_picker(audit)
+split = split_picker(audit)
+mode = image_set_picker(project)
+k = st.sidebar.slider("Top features (k)", 1, 15, int(project.settings.get("top_k", 5)), key="top_k")
+n_images = st.sidebar.slider("Images per feature", 4, 16, 8, key="n_images")
+
+from spuraudit.explain import CAM_METHODS  # noqa: E402  (after the project checks: imports torch)
+
+cam_method = st.sidebar.selectbox("CAM method", list(CAM_METHODS), key="cam_method")
+annotator = st.sidebar.text_input("Your name (for labels)", value=project.settings.get("annotator") or "",
+                                  key="annotator")
+
+top = audit.top_features(class_index, k=k, split=split, mode=mode, triage_k=project.settings.get("triage_k", 25))
+if top.empty:
+    st.warning("No images in S_c for this class and split: try another image set or split.")
+    st.stop()
+
+st.markdown(
+    f"Class **{audit.class_names[class_index]}**: importance `I[c,d]` = mean of `r_d(x)·W[c,d]` over "
+    f"the {mode} images of the {split or 'whole'} split. The triage gap is the class's accuracy on its 25 "
+    "images with the highest activation minus on the 25 with the lowest: a large |gap| flags a feature "
+    "whose presence changes the model's success."
+)
+colors = {"spurious": "#d62728", "core": "#2ca02c", "ambiguous": "#ff7f0e", "unlabelled": "#7f7f7f"}
+fig = px.bar(top, x=top["feature"].map(lambda d: f"#{d}"), y="importance", color="label",
+             color_discrete_map=colors, hover_data=["triage_gap", "weight"],
+             labels={"x": "feature", "importance": "importance I[c, d]"})
+fig.update_layout(height=280, margin=dict(t=10, b=10), xaxis_type="category")
+st.plotly_chart(fig, width="stretch")
+
+LABEL_CHOICES = {"core": "main_object", "spurious (background)": "background",
+                 "spurious (separate object)": "separate_object"}
+
+for row in top.itertuples():
+    d = int(row.feature)
+    with st.container(border=True):
+        head, control = st.columns([3, 2])
+        head.subheader(f"#{row.rank} · feature {d}")
+        head.caption(f"importance {row.importance:.3f} · head weight {row.weight:+.3f} · "
+                     f"triage gap {row.triage_gap:+.1f} points · label: **{row.label}**")
+        with control:
+            choice = st.segmented_control("Label", list(LABEL_CHOICES), key=f"label-{class_index}-{d}",
+                                          label_visibility="collapsed")
+            if st.button("Save label", key=f"save-{class_index}-{d}", disabled=choice is None):
+                name = annotator.strip() or "anonymous"
+                project.update_settings(annotator=name)
+                project.labels().add_vote(class_index, d, LABEL_CHOICES[choice], annotator=name)
+                st.toast(f"Feature {d} of class {class_index} labelled {choice}")
+                st.rerun()
+        ev = cached_pair_evidence(audit, store.meta["key"], class_index, d, n_images, split, mode)
+        acts = [f"r={a:.2f}" for a in ev.top_activation]
+        tabs = st.tabs(["Top images", "NAM heatmaps", f"CAM ({cam_method})", "Feature attack", "Lowest"])
+        with tabs[0]:
+            image_row(ev.images, acts)
+        with tabs[1]:
+            image_row(ev.nams, acts)
+        with tabs[2]:
+            image_row(cached_cams(audit, store.meta["key"], tuple(map(int, ev.top)), class_index, cam_method))
+        with tabs[3]:
+            if st.toggle("Compute the feature attack", key=f"attack-{class_index}-{d}",
+                         help="Gradient ascent on this feature's activation from each top image, 100 steps."):
+                image_row(cached_attack(audit, store.meta["key"], tuple(map(int, ev.top)), d))
+        with tabs[4]:
+            image_row(ev.bottom_images, [f"r={a:.2f}" for a in ev.bottom_activation])
+
+st.page_link("pages/rankings.py", label="Next: rank the images by their spurious features", icon="📊")

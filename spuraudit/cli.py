@@ -1,0 +1,337 @@
+"""The `spuraudit` command: every audit step from a shell; `--json` on each result for scripts."""
+
+from __future__ import annotations
+
+import argparse
+import json
+import math
+import sys
+from pathlib import Path
+
+from . import paths
+
+
+# ---- output helpers ------------------------------------------------------------------------
+def _jsonable(obj):
+    if isinstance(obj, float) and math.isnan(obj):
+        return None
+    if hasattr(obj, "item") and not isinstance(obj, (list, dict)):
+        return obj.item()
+    if isinstance(obj, dict):
+        return {str(k): _jsonable(v) for k, v in obj.items()}
+    if isinstance(obj, (list, tuple)):
+        return [_jsonable(v) for v in obj]
+    if hasattr(obj, "tolist"):
+        return obj.tolist()
+    return obj
+
+
+def _emit(args, data, text: str) -> None:
+    if getattr(args, "json", False):
+        print(json.dumps(_jsonable(data), indent=1))
+    else:
+        print(text)
+
+
+class _Bar:
+    """A tqdm bar driven by (fraction, message) callbacks, on stderr so --json stays clean."""
+
+    def __init__(self, desc: str, quiet: bool = False):
+        from tqdm import tqdm
+
+        self.bar = None if quiet else tqdm(total=1000, desc=desc, file=sys.stderr, bar_format="{l_bar}{bar}| {postfix}")
+
+    def __call__(self, fraction: float, message: str = "") -> None:
+        if self.bar is None:
+            return
+        self.bar.n = int(1000 * min(max(fraction, 0.0), 1.0))
+        self.bar.set_postfix_str(message, refresh=False)
+        self.bar.refresh()
+
+    def close(self):
+        if self.bar is not None:
+            self.bar.close()
+
+
+def _project(args):
+    from .project import Project
+
+    folder = Path(args.project)
+    if not (folder / "project.json").is_file():
+        folder = paths.projects_dir() / args.project
+    return Project.open(folder)
+
+
+def _audit(args):
+    from .audit import Audit
+
+    return Audit.open(_project(args), getattr(args, "model", None))
+
+
+def _split(args, audit):
+    return None if args.split == "all" else (args.split or audit.default_split())
+
+
+# ---- commands --------------------------------------------------------------------------------
+def cmd_demo(args):
+    from .demo import build_demo
+
+    bar = _Bar("demo", args.json)
+    project = build_demo(seed=args.seed, progress=bar)
+    bar.close()
+    from .modelio import load_model
+
+    _, card = load_model(project.model_folder)
+    _emit(args, {"project": str(project.folder), "model": str(project.model_folder), "metrics": card.metrics},
+          f"demo project: {project.folder}\nmodel: {project.model_folder}\nmetrics: {json.dumps(card.metrics)}")
+
+
+def cmd_create(args):
+    from .data import read_imagefolder, read_manifest, read_waterbirds
+    from .modelio import ModelCard, import_checkpoint
+    from .project import Project
+
+    data = Path(args.data)
+    if args.waterbirds:
+        table = read_waterbirds(data, image_root=args.image_root)
+    elif data.suffix.lower() == ".csv":
+        table = read_manifest(data, image_root=args.image_root, group_columns=args.group_columns or [])
+    else:
+        table = read_imagefolder(data)
+    class_names = args.class_names.split(",") if args.class_names else table.class_names
+    card = ModelCard(
+        name=paths.safe_name(args.model_name or f"{args.name}-model"),
+        architecture=args.arch,
+        class_names=class_names,
+        input_size=[args.input_size, args.input_size],
+        mean=[float(v) for v in args.mean.split(",")],
+        std=[float(v) for v in args.std.split(",")],
+        source="path",
+        options={"checkpoint": str(Path(args.checkpoint).resolve())},
+    )
+    if len(class_names) != table.num_classes:
+        raise SystemExit(
+            f"error: the model has {len(class_names)} classes {class_names} but the dataset has "
+            f"{table.num_classes}: {table.class_names}"
+        )
+    folder = paths.models_dir() / card.name
+    import_checkpoint(args.checkpoint, card, folder, trust_pickle=args.trust_pickle)
+    project = Project.create(args.name, table, folder)
+    msg = f"project: {project.folder}\nimages: {len(table)} ({len(table.skipped)} skipped)\nmodel: {folder}"
+    _emit(args, {"project": str(project.folder), "images": len(table), "skipped": table.skipped,
+                 "model": str(folder)}, msg)
+
+
+def cmd_extract(args):
+    project = _project(args)
+    bar = _Bar("features", args.json)
+    store = project.extract(model_folder=args.model, device=args.device, batch_size=args.batch_size,
+                            num_workers=args.workers, progress=bar)
+    bar.close()
+    _emit(args, store.meta, f"features: {store.path}\n{json.dumps(store.meta)}")
+
+
+def cmd_summary(args):
+    audit = _audit(args)
+    split = _split(args, audit)
+    data = audit.summary(split)
+    lines = [f"split {data['split']}: {data['n']} images, accuracy {data['accuracy']:.1f}%"]
+    lines += [f"  {k}: {v:.1f}%" for k, v in data["per_class_accuracy"].items()]
+    if "group_accuracy" in data:
+        lines += ["groups:"] + [f"  {k}: {v:.1f}%" for k, v in data["group_accuracy"].items()]
+        lines.append(f"worst group: {data['worst_group_accuracy']:.1f}%")
+    _emit(args, data, "\n".join(lines))
+
+
+def _class_index(audit, value: str) -> int:
+    names = audit.class_names
+    if value in names:
+        return names.index(value)
+    if value.isdigit() and int(value) < len(names):
+        return int(value)
+    raise SystemExit(f"error: class '{value}' is neither a class index 0..{len(names) - 1} nor one of {names}")
+
+
+def cmd_top_features(args):
+    audit = _audit(args)
+    split = _split(args, audit)
+    classes = [_class_index(audit, args.cls)] if args.cls is not None else range(len(audit.class_names))
+    result, lines = {}, []
+    for c in classes:
+        df = audit.top_features(c, k=args.k, split=split, mode=args.image_set)
+        result[audit.class_names[c]] = df.to_dict("records")
+        lines.append(f"class {c} ({audit.class_names[c]}), S_c = {args.image_set}, split {split or 'all'}:")
+        lines.append(df.to_string(index=False, float_format=lambda v: f"{v:.3f}"))
+    _emit(args, result, "\n".join(lines))
+
+
+def cmd_mark(args):
+    project = _project(args)
+    store = project.labels()
+    answer = {"spurious": "background", "core": "main_object"}.get(args.as_, args.as_)
+    for d in args.feature:
+        store.add_vote(args.cls, d, answer, annotator=args.annotator, confidence=args.confidence, reason=args.reason)
+    spurious = store.spurious_features()
+    _emit(args, {"spurious": spurious}, f"spurious features now: {json.dumps(spurious)}")
+
+
+def cmd_rank(args):
+    audit = _audit(args)
+    split = _split(args, audit)
+    c = _class_index(audit, args.cls)
+    if c not in audit.spurious:
+        raise SystemExit(f"error: class {c} has no spurious features yet; mark some with `spuraudit mark`.")
+    order, scores = audit.ranking(c, split)
+    rows = [{"index": int(i), "path": audit.table.paths[i], "spuriosity": float(s), "correct": bool(audit.correct[i])}
+            for i, s in zip(order, scores)]
+    head = rows[: args.show] + (rows[-args.show:] if len(rows) > 2 * args.show else rows[args.show:])
+    text = "\n".join(f"{r['spuriosity']:+.2f}  {'ok ' if r['correct'] else 'err'}  {r['path']}" for r in head)
+    _emit(args, rows, f"{len(rows)} images of class {c}, low -> high spuriosity (first and last {args.show}):\n{text}")
+
+
+def cmd_gaps(args):
+    audit = _audit(args)
+    split = _split(args, audit)
+    report = audit.gaps(split, k=args.k, n_boot=args.n_boot)
+    data = {"split": split or "all", "k": args.k, "per_class": report.per_class.to_dict("records"),
+            "pooled_gap": report.pooled_gap, "pooled_ci": report.pooled_ci,
+            "macro_gap": report.macro_gap, "macro_ci": report.macro_ci}
+    if report.per_class.empty:
+        text = "no ranked classes: mark spurious features first (`spuraudit mark`)"
+    else:
+        text = report.per_class.to_string(index=False, float_format=lambda v: f"{v:.1f}")
+        text += (f"\npooled gap {report.pooled_gap:+.1f} points (95% CI {report.pooled_ci[0]:+.1f} .. "
+                 f"{report.pooled_ci[1]:+.1f}); macro {report.macro_gap:+.1f}")
+    _emit(args, data, text)
+
+
+def cmd_heatmaps(args):
+    from .evidence import render_pair_files
+
+    audit = _audit(args)
+    split = _split(args, audit)
+    c = _class_index(audit, args.cls)
+    files = render_pair_files(audit, c, args.feature, Path(args.out), k=args.k, split=split, mode=args.image_set,
+                              cam_method=args.cam, attack=not args.no_attack)
+    _emit(args, {"files": [str(f) for f in files]}, "\n".join(str(f) for f in files))
+
+
+def cmd_worker(args):
+    from .jobs.worker import main as worker_main
+
+    argv = ["--db", str(args.db or paths.jobs_db())]
+    if args.workers:
+        argv += ["--workers", str(args.workers)]
+    if args.once:
+        argv.append("--once")
+    if args.idle_exit:
+        argv += ["--idle-exit", str(args.idle_exit)]
+    return worker_main(argv)
+
+
+def cmd_app(args):
+    import subprocess
+
+    app = Path(__file__).resolve().parent.parent / "app.py"
+    return subprocess.call([sys.executable, "-m", "streamlit", "run", str(app), "--server.port", str(args.port)])
+
+
+# ---- parser ----------------------------------------------------------------------------------
+def build_parser() -> argparse.ArgumentParser:
+    p = argparse.ArgumentParser(prog="spuraudit", description=__doc__.splitlines()[0] if __doc__ else None)
+    sub = p.add_subparsers(dest="command", required=True)
+
+    def add(name, fn, help_text, project=True, split=False, json_out=True):
+        sp = sub.add_parser(name, help=help_text, description=help_text)
+        sp.set_defaults(func=fn)
+        if project:
+            sp.add_argument("--project", "-p", default="demo", help="project name (under projects/) or folder")
+            sp.add_argument("--model", help="model folder to audit instead of the project's own model")
+        if split:
+            sp.add_argument("--split", default=None, help="train / val / test / all (default: test when present)")
+        if json_out:
+            sp.add_argument("--json", action="store_true", help="print the result as JSON")
+        return sp
+
+    sp = add("demo", cmd_demo, "build the built-in demo: biased digits, a small CNN, extracted features", project=False)
+    sp.add_argument("--seed", type=int, default=0)
+
+    sp = add("create", cmd_create, "create a project from your dataset and checkpoint", project=False)
+    sp.add_argument("--name", required=True, help="project name")
+    sp.add_argument("--data", required=True, help="ImageFolder root, a CSV manifest, or Waterbirds metadata.csv")
+    sp.add_argument("--image-root", help="folder that relative CSV paths start from (default: the CSV's folder)")
+    sp.add_argument("--group-columns", nargs="*", help="CSV attribute columns that define groups")
+    sp.add_argument("--waterbirds", action="store_true", help="read --data as Waterbirds metadata.csv")
+    sp.add_argument("--arch", required=True, help="e.g. torchvision:resnet50, robustness:resnet50")
+    sp.add_argument("--checkpoint", required=True, help="weights file (.pt/.pth/.safetensors)")
+    sp.add_argument("--model-name", help="name of the model folder under models/")
+    sp.add_argument("--class-names", help="comma-separated, in the head's order (default: the dataset's)")
+    sp.add_argument("--input-size", type=int, default=224)
+    sp.add_argument("--mean", default="0.485,0.456,0.406")
+    sp.add_argument("--std", default="0.229,0.224,0.225")
+    sp.add_argument("--trust-pickle", action="store_true",
+                    help="allow full pickle loading (can run code in the file): only for files you trust")
+
+    sp = add("extract", cmd_extract, "extract pooled features, logits and predictions into the feature store")
+    sp.add_argument("--device", help="cpu or cuda (default: cuda when available)")
+    sp.add_argument("--batch-size", type=int, default=128)
+    sp.add_argument("--workers", type=int, default=None, help="data-loading processes")
+
+    add("summary", cmd_summary, "accuracy, per-class and per-group accuracy", split=True)
+
+    sp = add("top-features", cmd_top_features, "list each class's top-k neural features by importance", split=True)
+    sp.add_argument("--class", dest="cls", help="class index or name (default: every class)")
+    sp.add_argument("-k", type=int, default=5)
+    sp.add_argument("--image-set", default="correct", choices=["correct", "predicted", "labelled"])
+
+    sp = add("heatmaps", cmd_heatmaps, "render top images, NAMs, CAMs and feature attacks of a feature to PNG", split=True)
+    sp.add_argument("--class", dest="cls", required=True)
+    sp.add_argument("--feature", type=int, required=True)
+    sp.add_argument("--out", required=True, help="folder for the PNG files")
+    sp.add_argument("-k", type=int, default=8)
+    sp.add_argument("--image-set", default="correct", choices=["correct", "predicted", "labelled"])
+    sp.add_argument("--cam", default="gradcam", help="CAM method from pytorch-grad-cam")
+    sp.add_argument("--no-attack", action="store_true", help="skip the (slower) feature attack")
+
+    sp = add("mark", cmd_mark, "label (class, feature) pairs core or spurious")
+    sp.add_argument("--class", dest="cls", type=int, required=True)
+    sp.add_argument("--feature", type=int, nargs="+", required=True)
+    sp.add_argument("--as", dest="as_", default="spurious",
+                    choices=["spurious", "core", "background", "separate_object", "main_object"])
+    sp.add_argument("--annotator", default="cli")
+    sp.add_argument("--confidence", type=int, default=None)
+    sp.add_argument("--reason", default="")
+
+    sp = add("rank", cmd_rank, "a class's images sorted by spuriosity (low -> high)", split=True)
+    sp.add_argument("--class", dest="cls", required=True)
+    sp.add_argument("--show", type=int, default=5, help="images to print at each end")
+
+    sp = add("gaps", cmd_gaps, "per-class and pooled spurious gaps with bootstrap 95% CIs", split=True)
+    sp.add_argument("-k", type=int, default=100, help="images per end of each ranking (clamped to n_c // 2)")
+    sp.add_argument("--n-boot", type=int, default=1000)
+
+    sp = add("worker", cmd_worker, "run background-job workers", project=False, json_out=False)
+    sp.add_argument("--db", help="job database (default: <home>/jobs.db)")
+    sp.add_argument("--workers", type=int, default=1)
+    sp.add_argument("--once", action="store_true", help="run the queued jobs, then exit")
+    sp.add_argument("--idle-exit", type=float, help="exit after this many idle seconds")
+
+    sp = add("app", cmd_app, "start the web app", project=False, json_out=False)
+    sp.add_argument("--port", type=int, default=8501)
+    return p
+
+
+def main(argv: list[str] | None = None) -> int:
+    args = build_parser().parse_args(argv)
+    from .data.table import DatasetError
+    from .modelio import CheckpointError
+
+    try:
+        return args.func(args) or 0
+    except (DatasetError, CheckpointError, FileNotFoundError, ValueError) as exc:
+        print(f"error: {exc}", file=sys.stderr)
+        return 2
+
+
+if __name__ == "__main__":
+    sys.exit(main())

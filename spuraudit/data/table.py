@@ -1,0 +1,128 @@
+"""The dataset as one table: a row per image with its label, split, groups and object mask."""
+
+from __future__ import annotations
+
+import hashlib
+import json
+import os
+from dataclasses import dataclass, field
+from pathlib import Path
+
+import numpy as np
+import pandas as pd
+
+TABLE_CSV = "dataset.csv"
+TABLE_META = "dataset.json"
+SPLITS = ("train", "val", "test", "all")
+
+
+class DatasetError(ValueError):
+    """Bad dataset input; the message names the file or row and what to do."""
+
+
+@dataclass
+class ImageTable:
+    """Images of a dataset.
+
+    `frame` columns: `path` (absolute), `label` (int class index), `split` (train/val/test/all),
+    optional `mask_path`, and the attribute columns named in `group_columns`.
+    `skipped` lists (path, reason) for files that were found but could not be used.
+    """
+
+    class_names: list[str]
+    frame: pd.DataFrame
+    group_columns: list[str] = field(default_factory=list)
+    skipped: list[tuple[str, str]] = field(default_factory=list)
+    source: str = ""
+
+    def __post_init__(self):
+        self.frame = self.frame.reset_index(drop=True)
+
+    def __len__(self) -> int:
+        return len(self.frame)
+
+    @property
+    def num_classes(self) -> int:
+        return len(self.class_names)
+
+    @property
+    def labels(self) -> np.ndarray:
+        return self.frame["label"].to_numpy(dtype=np.int64)
+
+    @property
+    def paths(self) -> list[str]:
+        return self.frame["path"].tolist()
+
+    @property
+    def splits(self) -> list[str]:
+        present = set(self.frame["split"])
+        return [s for s in SPLITS if s in present]
+
+    @property
+    def has_masks(self) -> bool:
+        return "mask_path" in self.frame and self.frame["mask_path"].notna().any()
+
+    def split_mask(self, split: str | None) -> np.ndarray:
+        if split in (None, "", "any"):
+            return np.ones(len(self), dtype=bool)
+        return (self.frame["split"] == split).to_numpy()
+
+    def fit_split(self) -> str | None:
+        """The split spuriosity statistics are fitted on: train when there is one."""
+        return "train" if "train" in self.splits else None
+
+    def group_ids(self) -> tuple[np.ndarray, list[str]]:
+        """Group index per image and group names: (class, attribute values) cells, e.g. `0-4 | cue=1`."""
+        cols = ["label"] + list(self.group_columns)
+        keys = self.frame[cols].astype(str).agg("|".join, axis=1)
+        names_sorted = sorted(set(keys), key=lambda s: [int(p) if p.lstrip("-").isdigit() else p for p in s.split("|")])
+        index = {k: i for i, k in enumerate(names_sorted)}
+        pretty = []
+        for key in names_sorted:
+            parts = key.split("|")
+            label = self.class_names[int(parts[0])]
+            attrs = ", ".join(f"{c}={v}" for c, v in zip(self.group_columns, parts[1:]))
+            pretty.append(f"{label} | {attrs}" if attrs else label)
+        return keys.map(index).to_numpy(dtype=np.int64), pretty
+
+    def content_hash(self) -> str:
+        """Cache key: paths, labels and each file's size and mtime (cheap, changes when files change)."""
+        h = hashlib.sha256()
+        for path, label in zip(self.frame["path"], self.frame["label"]):
+            try:
+                st = os.stat(path)
+                stamp = f"{st.st_size}:{st.st_mtime_ns}"
+            except OSError:
+                stamp = "missing"
+            h.update(f"{path}\t{label}\t{stamp}\n".encode())
+        return h.hexdigest()[:16]
+
+    def save(self, folder: str | Path) -> None:
+        folder = Path(folder)
+        folder.mkdir(parents=True, exist_ok=True)
+        tmp = folder / (TABLE_CSV + ".tmp")
+        self.frame.to_csv(tmp, index=False)
+        os.replace(tmp, folder / TABLE_CSV)
+        meta = {
+            "class_names": self.class_names,
+            "group_columns": self.group_columns,
+            "skipped": [list(s) for s in self.skipped],
+            "source": self.source,
+        }
+        tmp = folder / (TABLE_META + ".tmp")
+        tmp.write_text(json.dumps(meta, indent=1))
+        os.replace(tmp, folder / TABLE_META)
+
+    @classmethod
+    def load(cls, folder: str | Path) -> "ImageTable":
+        folder = Path(folder)
+        meta = json.loads((folder / TABLE_META).read_text())
+        frame = pd.read_csv(folder / TABLE_CSV, keep_default_na=True)
+        frame["split"] = frame["split"].astype(str)
+        return cls(
+            class_names=meta["class_names"],
+            frame=frame,
+            group_columns=meta.get("group_columns", []),
+            skipped=[tuple(s) for s in meta.get("skipped", [])],
+            source=meta.get("source", ""),
+        )

@@ -1,0 +1,138 @@
+"""Reading checkpoints in the layouts people actually have, with errors that say what to do."""
+
+from __future__ import annotations
+
+import pickle
+import zipfile
+from dataclasses import dataclass, field
+from pathlib import Path
+
+import torch
+from torch import nn
+
+
+class CheckpointError(ValueError):
+    """A checkpoint that cannot be used as it is; the message names the file and the fix."""
+
+
+class UntrustedPickleError(CheckpointError):
+    """The file needs full pickle loading, which can run arbitrary code."""
+
+
+@dataclass
+class Checkpoint:
+    state_dict: dict[str, torch.Tensor]
+    # Normalisation found inside the file (the `robustness` layout stores it); None when absent.
+    mean: list[float] | None = None
+    std: list[float] | None = None
+    notes: list[str] = field(default_factory=list)
+
+
+_WRAPPER_KEYS = ("state_dict", "model_state_dict", "model", "net", "network")
+_PREFIXES = ("module.model.", "module.", "model.")
+
+
+def _is_tensor_dict(obj) -> bool:
+    return isinstance(obj, dict) and bool(obj) and all(isinstance(v, torch.Tensor) for v in obj.values())
+
+
+def _raw_load(path: Path, trust_pickle: bool):
+    if path.suffix == ".safetensors":
+        from safetensors.torch import load_file
+
+        return load_file(str(path))
+    try:
+        return torch.load(path, map_location="cpu", weights_only=not trust_pickle)
+    except pickle.UnpicklingError as exc:
+        raise UntrustedPickleError(
+            f"{path}: this checkpoint contains Python objects beyond tensors, so loading it can run code "
+            f"hidden in the file ({str(exc).splitlines()[0]}). If you trust where it came from, load it with "
+            "--trust-pickle (CLI) or tick 'I trust this file' (app); otherwise re-save it as a plain "
+            "state dict: torch.save(model.state_dict(), 'weights.pt')."
+        ) from None
+    except Exception as exc:  # torch raises many kinds on garbage; all mean 'not a checkpoint'
+        if _looks_like_torchscript(path):
+            raise CheckpointError(
+                f"{path} is a TorchScript archive; choose the 'torchscript' architecture for it."
+            ) from None
+        raise CheckpointError(
+            f"{path}: not a readable PyTorch checkpoint ({type(exc).__name__}: {exc}). Expected a file "
+            "written by torch.save or a .safetensors file."
+        ) from None
+
+
+def _looks_like_torchscript(path: Path) -> bool:
+    try:
+        with zipfile.ZipFile(path) as zf:
+            return any(name.endswith("constants.pkl") or "/code/" in name for name in zf.namelist())
+    except (zipfile.BadZipFile, OSError):
+        return False
+
+
+def read_checkpoint(path: str | Path, trust_pickle: bool = False) -> Checkpoint:
+    """Load a state dict from a plain, wrapped, prefixed, `robustness` or safetensors checkpoint."""
+    path = Path(path)
+    if not path.is_file():
+        raise CheckpointError(f"{path}: no such file.")
+    obj = _raw_load(path, trust_pickle)
+    notes: list[str] = []
+    if isinstance(obj, nn.Module):
+        obj = obj.state_dict()
+        notes.append("file held a whole pickled model; its state dict was used")
+    if not _is_tensor_dict(obj) and isinstance(obj, dict):
+        for key in _WRAPPER_KEYS:
+            inner = obj.get(key)
+            if isinstance(inner, nn.Module):
+                inner = inner.state_dict()
+            if _is_tensor_dict(inner):
+                notes.append(f"weights read from the '{key}' entry")
+                obj = inner
+                break
+    if not _is_tensor_dict(obj):
+        found = sorted(obj)[:10] if isinstance(obj, dict) else type(obj).__name__
+        raise CheckpointError(
+            f"{path}: found no tensors to load (top level: {found}). Expected a state dict, or a dict "
+            f"holding one under one of {list(_WRAPPER_KEYS)}."
+        )
+    state = dict(obj)
+    mean = std = None
+    if "module.normalizer.new_mean" in state:
+        # The robustness library keeps ImageNet normalisation inside the model.
+        mean = state["module.normalizer.new_mean"].flatten().tolist()
+        std = state["module.normalizer.new_std"].flatten().tolist()
+        notes.append("robustness-library layout: normaliser mean/std read from the checkpoint")
+        state = {k: v for k, v in state.items() if k.startswith("module.model.")}
+    for prefix in _PREFIXES:
+        if all(k.startswith(prefix) for k in state):
+            state = {k[len(prefix):]: v for k, v in state.items()}
+            notes.append(f"prefix '{prefix}' removed")
+    return Checkpoint(state_dict=state, mean=mean, std=std, notes=notes)
+
+
+def fit_state_dict(net: nn.Module, state: dict[str, torch.Tensor], source: str | Path = "checkpoint") -> None:
+    """Load `state` into `net` strictly, or raise an error listing every mismatch."""
+    expected = net.state_dict()
+    missing = [k for k in expected if k not in state]
+    unexpected = [k for k in state if k not in expected]
+    shapes = [
+        f"{k}: checkpoint {tuple(state[k].shape)} vs model {tuple(expected[k].shape)}"
+        for k in expected
+        if k in state and state[k].shape != expected[k].shape
+    ]
+    # BatchNorm's counter is harmless to lack (older checkpoints predate it).
+    missing = [k for k in missing if not k.endswith("num_batches_tracked")]
+    if missing or unexpected or shapes:
+        def block(title, items):
+            if not items:
+                return ""
+            more = f"\n    ... and {len(items) - 15} more" if len(items) > 15 else ""
+            return f"\n  {title} ({len(items)}):\n    " + "\n    ".join(items[:15]) + more
+
+        raise CheckpointError(
+            f"{source} does not fit the chosen architecture."
+            + block("missing keys", missing)
+            + block("unexpected keys", unexpected)
+            + block("shape mismatches", shapes)
+            + "\nCheck the architecture name and the number of classes."
+        )
+    net.load_state_dict(state, strict=False)

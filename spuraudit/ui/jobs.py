@@ -1,0 +1,62 @@
+"""Submitting background jobs from a page and watching them with a polling fragment."""
+
+from __future__ import annotations
+
+import streamlit as st
+
+from .. import paths
+
+
+def queue():
+    from ..jobs import JobQueue
+
+    return JobQueue(paths.jobs_db())
+
+
+def submit(kind: str, params: dict, title: str) -> int:
+    """Queue a job and make sure a worker process is there to run it."""
+    from ..jobs import ensure_worker
+
+    q = queue()
+    job_id = q.submit(kind, params, title=title)
+    ensure_worker(paths.jobs_db())
+    return job_id
+
+
+def active_jobs(kind: str | None = None) -> list:
+    q = queue()
+    q.recover_stale()
+    return [j for j in q.list(kind=kind, limit=50) if j.status in ("queued", "running")]
+
+
+def show_job(job, container=None) -> None:
+    """One job as a progress bar with its message; errors with their traceback."""
+    box = container or st
+    label = f"#{job.id} {job.title or job.kind}"
+    if job.status in ("queued", "running"):
+        box.progress(min(max(job.progress or 0.0, 0.0), 1.0), text=f"{label}: {job.message or job.status}")
+    elif job.status == "done":
+        box.success(f"{label}: done. {job.message or ''}")
+    elif job.status == "cancelled":
+        box.warning(f"{label}: cancelled")
+    else:
+        box.error(f"{label}: {job.status}. {job.message or ''}")
+        if job.error:
+            with box.expander("Traceback"):
+                st.code(job.error)
+
+
+def watch(job_ids: list[int], on_done_rerun: bool = True) -> None:
+    """Poll the given jobs every second; rerun the whole page once they have all finished."""
+
+    @st.fragment(run_every=1.0)
+    def _poll():
+        q = queue()
+        jobs = [q.get(i) for i in job_ids]
+        for job in jobs:
+            show_job(job)
+        if on_done_rerun and all(j.status not in ("queued", "running") for j in jobs):
+            st.session_state.pop("watching", None)
+            st.rerun()
+
+    _poll()

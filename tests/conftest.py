@@ -1,0 +1,38 @@
+"""Shared fixtures: a real demo project built once per test run, in a temporary home."""
+
+from __future__ import annotations
+
+import os
+from pathlib import Path
+
+import pytest
+import torch
+
+torch.set_num_threads(max(1, min(2, os.cpu_count() or 1)))
+
+SHARED_DATA = Path(__file__).resolve().parents[1].parent / "shared" / "data"
+
+
+@pytest.fixture(scope="session")
+def demo_home(tmp_path_factory) -> Path:
+    """A home folder holding the built demo (data, trained model, project, features)."""
+    from spuraudit.demo import build_demo
+
+    home = tmp_path_factory.mktemp("home")
+    build_demo(base=home)
+    return home
+
+
+@pytest.fixture(scope="session")
+def demo_project(demo_home):
+    from spuraudit import paths
+    from spuraudit.project import Project
+
+    return Project.open(paths.projects_dir(demo_home) / "demo")
+
+
+@pytest.fixture
+def home(tmp_path, monkeypatch) -> Path:
+    """An empty home, set as SPURAUDIT_HOME for code that reads it."""
+    monkeypatch.setenv("SPURAUDIT_HOME", str(tmp_path))
+    return tmp_path
