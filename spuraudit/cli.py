@@ -232,6 +232,15 @@ def cmd_worker(args):
 def cmd_app(args):
     import subprocess
 
+    if args.demo and not (paths.projects_dir() / "demo" / "project.json").is_file():
+        from .jobs import JobQueue, ensure_worker
+
+        queue = JobQueue(paths.jobs_db())
+        queue.recover_stale()
+        if not any(j.kind == "demo.build" and j.status in ("queued", "running") for j in queue.list()):
+            queue.submit("demo.build", {"base": str(paths.home())}, title="Build the demo")
+        ensure_worker(paths.jobs_db())
+        print("building the demo in the background; the app's Home page shows its progress", file=sys.stderr)
     app = Path(__file__).resolve().parent.parent / "app.py"
     return subprocess.call([sys.executable, "-m", "streamlit", "run", str(app), "--server.port", str(args.port)])
 
@@ -318,6 +327,7 @@ def build_parser() -> argparse.ArgumentParser:
 
     sp = add("app", cmd_app, "start the web app", project=False, json_out=False)
     sp.add_argument("--port", type=int, default=8501)
+    sp.add_argument("--demo", action="store_true", help="build the built-in demo first if it is not there yet")
     return p
 
 

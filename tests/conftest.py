@@ -36,3 +36,21 @@ def home(tmp_path, monkeypatch) -> Path:
     """An empty home, set as SPURAUDIT_HOME for code that reads it."""
     monkeypatch.setenv("SPURAUDIT_HOME", str(tmp_path))
     return tmp_path
+
+
+@pytest.fixture
+def demo_copy(demo_home, tmp_path):
+    """A private copy of the demo project (labels written here do not leak into other tests).
+
+    The copy lives in its own home that shares the demo's model folder, so the CLI can find it.
+    """
+    import shutil
+
+    from spuraudit import paths
+    from spuraudit.project import Project
+
+    home = tmp_path / "home"
+    shutil.copytree(paths.projects_dir(demo_home) / "demo", paths.projects_dir(home) / "demo",
+                    ignore=shutil.ignore_patterns("labels.db*"))
+    (home / "models").symlink_to(paths.models_dir(demo_home))
+    return Project.open(paths.projects_dir(home) / "demo")
