@@ -1,0 +1,58 @@
+"""The audit's numbers, as pure NumPy functions over whole arrays.
+
+Arrays in, arrays out (memory maps accepted); no model, no torch. Accuracies and gaps are in
+percentage points, AUROC is a fraction. See the methods reference, sections 2, 5 and 6.
+"""
+
+from __future__ import annotations
+
+from .bootstrap import bootstrap_gap_ci, bootstrap_mean_ci, bootstrap_pooled_gap_ci
+from .gaps import GapResult, clamped_k, feature_gap, feature_gaps, spurious_gap
+from .importance import (
+    IMAGE_SET_MODES,
+    ImageSetMode,
+    class_feature_importance,
+    empty_image_sets,
+    image_set_mask,
+    image_set_sizes,
+    top_features,
+    top_images,
+)
+from .metrics import (
+    accuracy,
+    auroc,
+    average_ranks,
+    group_accuracies,
+    per_class_accuracy,
+    worst_group_accuracy,
+)
+from .spuriosity import SpuriosityStats, fit_spuriosity_stats, spuriosity, spuriosity_ranking
+
+__all__ = [
+    "IMAGE_SET_MODES",
+    "GapResult",
+    "ImageSetMode",
+    "SpuriosityStats",
+    "accuracy",
+    "auroc",
+    "average_ranks",
+    "bootstrap_gap_ci",
+    "bootstrap_mean_ci",
+    "bootstrap_pooled_gap_ci",
+    "clamped_k",
+    "class_feature_importance",
+    "empty_image_sets",
+    "feature_gap",
+    "feature_gaps",
+    "fit_spuriosity_stats",
+    "group_accuracies",
+    "image_set_mask",
+    "image_set_sizes",
+    "per_class_accuracy",
+    "spuriosity",
+    "spuriosity_ranking",
+    "spurious_gap",
+    "top_features",
+    "top_images",
+    "worst_group_accuracy",
+]
