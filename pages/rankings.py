@@ -11,9 +11,11 @@ import streamlit as st
 from spuraudit.audit import Audit
 from spuraudit.data.images import load_rgb
 from spuraudit.explain import upscale_for_display
+from spuraudit.ui.nav import page_setup
 from spuraudit.ui.state import load_model, require_features, require_project
 from spuraudit.ui.widgets import split_picker
 
+page_setup("Rankings & gaps")
 project = require_project()
 store = require_features(project)
 audit = Audit(project, store)

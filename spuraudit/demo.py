@@ -93,13 +93,3 @@ def build_demo(
     if progress:
         progress(1.0, f"demo ready in {time.perf_counter() - t0:.0f} s")
     return project
-
-
-def build_demo_job(ctx, **params) -> dict:
-    """Job-runner entry point: builds the demo with progress reported to the job row."""
-    project = build_demo(
-        base=Path(params["base"]) if params.get("base") else None,
-        seed=int(params.get("seed", 0)),
-        progress=ctx.progress,
-    )
-    return {"project": str(project.folder)}

@@ -5,7 +5,9 @@ from __future__ import annotations
 import pytest
 from streamlit.testing.v1 import AppTest
 
-APP = "app.py"
+from pathlib import Path
+
+APP = str(Path(__file__).resolve().parents[1] / "app.py")
 
 
 @pytest.fixture

@@ -1,0 +1,70 @@
+"""Jobs: everything running in the background, with live progress, logs, errors and cancel."""
+
+from __future__ import annotations
+
+from pathlib import Path
+
+import streamlit as st
+
+from spuraudit import paths
+from spuraudit.ui import jobs as ui_jobs
+from spuraudit.ui.nav import page_setup
+
+page_setup("Jobs")
+st.title("Background jobs")
+st.caption(
+    "Jobs run in worker processes, not in the web server: closing the browser or restarting the app "
+    "loses nothing. A worker that dies marks its job failed (its output never appears half-written)."
+)
+
+queue = ui_jobs.queue()
+queue.recover_stale()
+
+from spuraudit.jobs import live_workers  # noqa: E402
+
+workers = live_workers(paths.jobs_db())
+c1, c2 = st.columns([3, 1])
+c1.write(f"**{len(workers)}** worker process{'es' if len(workers) != 1 else ''} alive "
+         f"({', '.join(str(w) for w in workers) or 'none; one starts when a job is submitted'}).")
+if c2.button("Start a worker", disabled=bool(workers)):
+    from spuraudit.jobs import ensure_worker
+
+    ensure_worker(paths.jobs_db())
+    st.rerun()
+
+status_filter = st.segmented_control("Show", ["active", "all", "failed"], default="all", key="jobs_filter")
+
+
+@st.fragment(run_every=1.0)
+def job_list() -> None:
+    jobs = queue.list(limit=50)
+    if status_filter == "active":
+        jobs = [j for j in jobs if j.status in ("queued", "running")]
+    elif status_filter == "failed":
+        jobs = [j for j in jobs if j.status == "failed"]
+    if not jobs:
+        st.info("No jobs yet.")
+        return
+    for job in jobs:
+        with st.container(border=True):
+            top, buttons = st.columns([5, 1])
+            with top:
+                ui_jobs.show_job(job)
+                st.caption(f"{job.kind} · created {job.created} · started {job.started or '–'} · "
+                           f"finished {job.finished or '–'}")
+            with buttons:
+                if job.status in ("queued", "running"):
+                    if st.button("Cancel", key=f"cancel-{job.id}"):
+                        queue.cancel(job.id)
+                        st.rerun()
+                elif st.button("Run again", key=f"retry-{job.id}"):
+                    ui_jobs.submit(job.kind, job.params, job.title or job.kind)
+                    st.rerun()
+            with st.expander("Details"):
+                st.json({"params": job.params, "result": job.result})
+                if job.log_path and Path(job.log_path).is_file():
+                    lines = Path(job.log_path).read_text(errors="replace").splitlines()
+                    st.code("\n".join(lines[-200:]) or "(empty log)", language="text")
+
+
+job_list()
