@@ -1,0 +1,148 @@
+"""Compare: the audited model and its mitigated versions side by side, on the parent's spuriosity ranking."""
+
+from __future__ import annotations
+
+from pathlib import Path
+
+import pandas as pd
+import plotly.express as px
+import plotly.graph_objects as go
+import streamlit as st
+from streamlit.errors import StreamlitPageNotFoundError
+
+from spuraudit.mitigate import METHODS, list_mitigated_models
+from spuraudit.mitigate.compare import COLUMN_HELP, compare_models
+from spuraudit.mitigate.selective import selective_from_stores
+from spuraudit.ui.nav import page_setup
+from spuraudit.ui.state import require_features, require_project
+
+try:
+    page_setup("Compare models")
+except StreamlitPageNotFoundError:
+    # Run as its own entry point (streamlit run pages/…, or AppTest.from_file on this file): the
+    # other pages' links only resolve from app.py, so this run goes without the navigation.
+    pass
+
+
+def _link(page: str, label: str, icon: str) -> None:
+    """A link to another page; plain text when this page runs on its own (links resolve from app.py only)."""
+    try:
+        st.page_link(page, label=label, icon=icon)
+    except StreamlitPageNotFoundError:
+        st.caption(f"{icon} {label}: see `{page}`")
+
+project = require_project()
+parent_store = require_features(project)
+
+st.title("Compare models")
+st.caption(
+    "Gaps are measured on the ORIGINAL model's spuriosity ranking: its features and the project's spurious "
+    "labels fix each class's High and Low images once, and every model is scored on those same images "
+    "(a fine-tuned backbone's feature numbers no longer mean what the labels say). Accuracies and gaps in "
+    "percentage points."
+)
+
+mitigated = list_mitigated_models(project)
+if not mitigated:
+    st.info("No mitigated model yet. Launch one on the **Mitigate** page.")
+    _link("pages/mitigate.py", label="Go to Mitigate", icon="🛠️")
+    st.stop()
+
+candidates = {str(project.model_folder): "original (audited) model"}
+for folder, card in mitigated:
+    label = METHODS[card.method].label if card.method in METHODS else card.method
+    candidates[str(folder)] = f"{card.name} · {label}"
+ready = {f: n for f, n in candidates.items() if project.feature_store(f) is not None}
+missing = [n for f, n in candidates.items() if f not in ready]
+if missing:
+    st.warning("Features not extracted yet (its job may still be running): " + ", ".join(missing))
+chosen = st.multiselect("Models", list(ready), default=list(ready)[:4], format_func=ready.get, key="compare_models")
+splits = [s for s in project.table.splits if s != "train"] or project.table.splits
+split = st.sidebar.selectbox("Split", splits, index=splits.index("test") if "test" in splits else 0,
+                             key="compare_split", help="Report on a split that no method trained or stopped on: test.")
+k = st.sidebar.number_input("Images per end (k)", 5, 1000, int(project.settings.get("gap_k", 100)), step=5,
+                            key="compare_k", help="High/Low set size per class, clamped to half the class.")
+if not chosen:
+    st.stop()
+
+
+@st.cache_data(max_entries=16, show_spinner="Comparing models…")
+def _compare(project_folder: str, folders: tuple[str, ...], split: str, k: int, labels_stamp: float):
+    return compare_models(project, list(folders), split=split, k=k, extract_missing=False)
+
+
+def _stamp(path: Path) -> float:
+    try:
+        return path.stat().st_mtime
+    except OSError:
+        return 0.0
+
+
+report = _compare(str(project.folder), tuple(chosen), split, int(k), _stamp(project.labels_path))
+summary = report.summary
+
+st.subheader(f"Metrics on the {split} split")
+shown = summary.rename(columns={
+    "avg_accuracy_plain": "accuracy, plain average (%)",
+    "avg_accuracy_train_weighted": "accuracy, weighted by training groups (%)",
+    "worst_group_accuracy": "worst-group accuracy (%)",
+    "pooled_gap": "pooled gap (pts)",
+    "pooled_ci_low": "gap CI low",
+    "pooled_ci_high": "gap CI high",
+    "macro_gap": "macro gap (pts)",
+})
+st.dataframe(shown, hide_index=True,
+             column_config={c: st.column_config.NumberColumn(format="%.1f") for c in shown.columns
+                            if shown[c].dtype.kind == "f"})
+st.caption(" · ".join(f"**{k}**: {v}" for k, v in COLUMN_HELP.items()))
+
+if not report.groups.empty:
+    fig = px.bar(report.groups, x="group", y="accuracy", color="model", barmode="group", range_y=[0, 105],
+                 hover_data=["n"], labels={"accuracy": "accuracy (%)"}, title="Accuracy per group")
+    fig.update_layout(height=340, margin=dict(t=40, b=10))
+    st.plotly_chart(fig, width="stretch")
+
+if report.gaps.empty:
+    st.info("No feature is labelled spurious, so there are no gaps to compare. Label features on the "
+            "**Features** page.")
+else:
+    fig = go.Figure()
+    for model, rows in report.gaps.groupby("model", sort=False):
+        fig.add_bar(name=model, x=rows["class"], y=rows["gap"],
+                    error_y=dict(type="data", symmetric=False, array=rows["ci_high"] - rows["gap"],
+                                 arrayminus=rows["gap"] - rows["ci_low"]))
+    fig.update_layout(barmode="group", height=340, margin=dict(t=40, b=10),
+                      title=f"Per-class spurious gap with 95 % bootstrap CI (ranking of {report.ranked_by}, k={k})",
+                      yaxis_title="accuracy High − Low (points)")
+    st.plotly_chart(fig, width="stretch")
+    st.dataframe(report.gaps.drop(columns=["class_index"]), hide_index=True,
+                 column_config={c: st.column_config.NumberColumn(format="%.1f")
+                                for c in ("acc_high", "acc_low", "gap", "ci_low", "ci_high")})
+
+with st.expander("Per-class accuracy"):
+    st.dataframe(report.per_class_accuracy.pivot(index="class", columns="model", values="accuracy"))
+
+# ---- MaskTune: selective classification with the original model --------------------------------
+masktune = [(f, c) for f, c in mitigated if c.method == "masktune" and str(f) in chosen]
+if masktune and {"val", "test"} <= set(project.table.splits):
+    st.subheader("Selective classification (original × MaskTune)")
+    st.caption(
+        "Confidence = the largest entry of the two models' class probabilities multiplied and renormalised. "
+        "For each target coverage the threshold is chosen on validation and applied to test; the curve shows "
+        "accuracy on the accepted test images."
+    )
+    curves = []
+    for folder, card in masktune:
+        table = selective_from_stores(project, parent_store, project.feature_store(folder))
+        curves.append(table.assign(model=card.name))
+    curves = pd.concat(curves)
+    fig = px.line(curves, x="test_coverage", y="test_accuracy", color="model", markers=True,
+                  labels={"test_coverage": "test images accepted (%)", "test_accuracy": "accuracy on accepted (%)"},
+                  title="Accuracy-coverage curve")
+    fig.update_layout(height=320, margin=dict(t=40, b=10))
+    st.plotly_chart(fig, width="stretch")
+    st.dataframe(curves[["model", "coverage_target", "val_coverage", "test_coverage", "accepted", "test_accuracy",
+                         "test_error"]], hide_index=True,
+                 column_config={c: st.column_config.NumberColumn(format="%.1f")
+                                for c in ("coverage_target", "val_coverage", "test_coverage", "test_accuracy",
+                                          "test_error")})

@@ -1,0 +1,212 @@
+"""Mitigate: pick a method, set its options, launch it as a background job, browse MaskTune's masks."""
+
+from __future__ import annotations
+
+import numpy as np
+import pandas as pd
+import plotly.graph_objects as go
+import streamlit as st
+from streamlit.errors import StreamlitPageNotFoundError
+
+from spuraudit.mitigate import METHODS, list_mitigated_models
+from spuraudit.mitigate.data import spurious_labels
+from spuraudit.ui import jobs as ui_jobs
+from spuraudit.ui.nav import page_setup
+from spuraudit.ui.state import load_model, require_features, require_project
+
+JOB_KIND = "mitigate.run"
+
+try:
+    page_setup("Mitigate")
+except StreamlitPageNotFoundError:
+    # Run as its own entry point (streamlit run pages/…, or AppTest.from_file on this file): the
+    # other pages' links only resolve from app.py, so this run goes without the navigation.
+    pass
+
+
+def _link(page: str, label: str, icon: str) -> None:
+    """A link to another page; plain text when this page runs on its own (links resolve from app.py only)."""
+    try:
+        st.page_link(page, label=label, icon=icon)
+    except StreamlitPageNotFoundError:
+        st.caption(f"{icon} {label}: see `{page}`")
+
+project = require_project()
+store = require_features(project)
+
+st.title("Mitigate")
+st.caption(
+    "Each method writes a NEW model next to the audited one (the original is never changed), with a card "
+    "recording its parent, options, seed and accuracy, and extracts its features so it can be audited and "
+    "compared like any other model. Methods run in the background; this page can be closed meanwhile."
+)
+
+spurious = spurious_labels(project)
+table = project.table
+names = list(METHODS)
+method_name = st.selectbox("Method", names, format_func=lambda n: METHODS[n].label, key="mitigate_method")
+method = METHODS[method_name]
+st.markdown(method.summary)
+
+# What the chosen method needs, said before the user launches it.
+if method_name == "head_tuning" and not spurious:
+    st.warning("Head tuning needs features labelled spurious, and none is labelled yet. Label them on the "
+               "**Features** page first.")
+if method_name == "dfr" and not table.group_columns:
+    st.warning("DFR needs group columns (e.g. a background attribute), and this dataset has none.")
+if spurious:
+    st.caption("Spurious features: " + "; ".join(
+        f"{table.class_names[c]}: {', '.join(f'#{d}' for d in ds)}" for c, ds in sorted(spurious.items())))
+
+
+def _option_widget(option, key: str):
+    """One form field per option, typed from its default."""
+    if option.choices is not None:
+        return st.selectbox(option.name, list(option.choices), index=list(option.choices).index(option.default),
+                            help=option.help, key=key)
+    if isinstance(option.default, bool):
+        return st.checkbox(option.name, value=option.default, help=option.help, key=key)
+    if isinstance(option.default, int):
+        return st.number_input(option.name, value=option.default, step=1, help=option.help, key=key,
+                               min_value=None if option.minimum is None else int(option.minimum),
+                               max_value=None if option.maximum is None else int(option.maximum))
+    if isinstance(option.default, float):
+        return st.number_input(option.name, value=option.default, help=option.help, key=key, format="%g",
+                               min_value=None if option.minimum is None else float(option.minimum),
+                               max_value=None if option.maximum is None else float(option.maximum))
+    return st.text_input(option.name, value=str(option.default), help=option.help, key=key)
+
+
+with st.form(f"options-{method_name}"):
+    st.markdown(f"**Options of {method.label}** (defaults shown; hover a field for what it does)")
+    columns = st.columns(3)
+    values = {}
+    for i, option in enumerate(method.options):
+        with columns[i % 3]:
+            values[option.name] = _option_widget(option, key=f"opt-{method_name}-{option.name}")
+    launched = st.form_submit_button("Launch", type="primary", icon="🚀")
+
+if launched:
+    try:
+        options = method.resolve_options(values)
+    except ValueError as exc:
+        st.error(str(exc))
+    else:
+        job_id = ui_jobs.submit(JOB_KIND, {"project": str(project.folder), "method": method_name,
+                                           "options": options},
+                                f"{method.label}: {project.name}")
+        st.session_state.setdefault("mitigate_jobs", []).append(job_id)
+        st.rerun()
+
+running = ui_jobs.active_jobs(kind=JOB_KIND)
+watched = sorted(set(st.session_state.get("mitigate_jobs", [])) | {j.id for j in running})
+if watched:
+    st.subheader("Mitigation jobs")
+    ui_jobs.watch(watched[-5:])
+
+st.header("Mitigated models of this project")
+models = list_mitigated_models(project)
+if not models:
+    st.info("None yet. Launch a method above; its model appears here when the job is done.")
+else:
+    rows = []
+    for folder, card in models:
+        m = card.metrics
+        rows.append({
+            "model": card.name,
+            "method": METHODS[card.method].label if card.method in METHODS else card.method,
+            "created": card.created,
+            "test accuracy (%)": m.get("test_accuracy"),
+            "test worst group (%)": m.get("test_worst_group_accuracy"),
+            "seed": card.options.get("seed"),
+            "options": ", ".join(f"{k}={v}" for k, v in card.options.items() if k != "seed"),
+        })
+    st.dataframe(pd.DataFrame(rows), hide_index=True,
+                 column_config={c: st.column_config.NumberColumn(format="%.1f")
+                                for c in ("test accuracy (%)", "test worst group (%)")})
+    _link("pages/compare.py", label="Compare them with the original model", icon="⚖️")
+
+if method_name != "masktune":
+    st.stop()
+
+# ---- MaskTune: what the masks look like before (or after) a run ----------------------------------
+st.header("MaskTune's masks on training images")
+st.caption(
+    "XGradCAM of the class the model predicts, at its last convolutional stage, in the model's input "
+    "coordinates. Pixels above the threshold are set to 0 (black) for the one fine-tuning epoch. Computed "
+    "here for the images shown only."
+)
+from spuraudit.mitigate.masking import RULES  # noqa: E402  (imports pytorch-grad-cam: only on this view)
+from spuraudit.mitigate.masktune import masked_examples  # noqa: E402
+
+c1, c2, c3 = st.columns(3)
+rule = c1.selectbox("Threshold rule", list(RULES), index=list(RULES).index(values.get("rule", "top_fraction")),
+                    key="preview_rule")
+fraction = c2.number_input("Fraction (top_fraction rule)", 0.01, 0.9, float(values.get("fraction", 0.25)),
+                           step=0.05, key="preview_fraction")
+train_idx = np.flatnonzero(table.split_mask("train")) if "train" in table.splits else np.arange(len(table))
+per_page = 8
+pages = max(1, -(-len(train_idx) // per_page))
+page = c3.number_input(f"Page (of {pages})", 1, pages, 1, key="preview_page")
+
+
+@st.cache_data(max_entries=32, show_spinner="Computing XGradCAM masks…")
+def _examples(project_folder: str, model_folder: str, indices: tuple[int, ...], rule: str, fraction: float):
+    model, card = load_model(model_folder)
+    return masked_examples(project, model, np.array(indices), rule=rule, fraction=fraction, size=card.input_size)
+
+
+def _display(img):
+    from spuraudit.explain import upscale_for_display
+
+    return upscale_for_display(img, 96)
+
+
+chosen = tuple(int(i) for i in train_idx[(page - 1) * per_page: page * per_page])
+ex = _examples(str(project.folder), str(project.model_folder), chosen, rule, float(fraction))
+from spuraudit.explain import overlay_heatmap  # noqa: E402
+
+cols = st.columns(len(chosen) or 1)
+for col, i in zip(cols, range(len(chosen))):
+    with col:
+        row = int(ex["indices"][i])
+        st.image(_display(ex["originals"][i]), caption=f"#{row} · {table.class_names[table.labels[row]]}")
+        st.image(_display(overlay_heatmap(ex["originals"][i], ex["heatmaps"][i])),
+                 caption=f"heatmap of '{table.class_names[ex['preds'][i]]}'")
+        st.image(_display(ex["masked"][i]), caption=f"masked {100 * ex['share'][i]:.1f} %")
+
+# The histogram preview runs the model on a random sample: 256 small images, fewer large ones, so the
+# page stays responsive on a CPU.
+_, parent_card = load_model(project.model_folder)
+preview_n = 256 if parent_card.input_size[0] * parent_card.input_size[1] <= 64 * 64 else 32
+sample = tuple(int(i) for i in np.sort(np.random.default_rng(0).choice(train_idx, size=min(preview_n, len(train_idx)),
+                                                                         replace=False)))
+preview = _examples(str(project.folder), str(project.model_folder), sample, rule, float(fraction))
+share = 100 * preview["share"]
+nothing = float(np.mean(share == 0)) * 100
+m1, m2, m3 = st.columns(3)
+m1.metric("Mean share masked", f"{share.mean():.1f} %")
+m2.metric("Smallest share masked", f"{share.min():.1f} %")
+m3.metric("Images with nothing masked", f"{nothing:.1f} %",
+          help="The 'official' rule masks nothing when the heatmap is concentrated on a few pixels: its "
+               "threshold (mean + 2·std of the positive values) then lies above the map's maximum.")
+fig = go.Figure(go.Histogram(x=share, nbinsx=30, marker_color="#1f77b4"))
+fig.update_layout(height=260, margin=dict(t=30, b=10), title=f"Masked share per image, {len(sample)} random "
+                  "training images", xaxis_title="pixels masked (%)", yaxis_title="images")
+st.plotly_chart(fig, width="stretch")
+
+done = [(f, c) for f, c in models if c.method == "masktune"]
+if done:
+    st.subheader("Masked shares recorded by finished MaskTune runs")
+    for folder, card in done[:3]:
+        hist = card.metrics.get("diagnostics", {}).get("masked_share_histogram")
+        summary = card.metrics.get("diagnostics", {}).get("masked_share", {})
+        if not hist:
+            continue
+        edges = np.asarray(hist["edges_pct"])
+        bar = go.Figure(go.Bar(x=(edges[:-1] + edges[1:]) / 2, y=hist["counts"], width=np.diff(edges)))
+        bar.update_layout(height=220, margin=dict(t=30, b=10), xaxis_title="pixels masked (%)", yaxis_title="images",
+                          title=f"{card.name}: rule {card.options.get('rule')}, mean "
+                                f"{summary.get('mean_masked_pct')} %, nothing masked on "
+                                f"{summary.get('nothing_masked_pct')} % of images")
+        st.plotly_chart(bar, width="stretch")

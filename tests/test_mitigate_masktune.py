@@ -1,0 +1,89 @@
+"""MaskTune on the demo: masks from the predicted class, one fine-tuning epoch, and what it buys."""
+
+from __future__ import annotations
+
+import numpy as np
+import pytest
+import torch
+from streamlit.testing.v1 import AppTest
+
+from pathlib import Path
+
+from spuraudit.mitigate import masked_examples, run_mitigation, selective_from_stores
+from spuraudit.mitigate.selective import combined_probabilities, softmax
+from spuraudit.modelio import load_model
+from tests.test_mitigate_fixtures import labelled_demo  # noqa: F401  (fixture)
+
+REPO = Path(__file__).resolve().parents[1]
+
+
+@pytest.fixture(scope="module")
+def masktuned(labelled_demo):
+    project, _ = labelled_demo
+    return run_mitigation(project, "masktune", {"seed": 0})
+
+
+def test_masktune_lifts_the_worst_group(labelled_demo, masktuned):
+    project, _ = labelled_demo
+    model, card = load_model(masktuned)
+    parent, parent_card = load_model(project.model_folder)
+    before, after = parent_card.metrics["test_worst_group_accuracy"], card.metrics["test_worst_group_accuracy"]
+    print(f"worst group {before} -> {after}; accuracy {parent_card.metrics['test_accuracy']} -> "
+          f"{card.metrics['test_accuracy']}")
+    assert after >= before + 15
+    # The whole model was tuned, backbone included.
+    assert any(not torch.equal(a, b) for a, b in zip(model.trunk.state_dict().values(),
+                                                     parent.trunk.state_dict().values()))
+    assert card.method == "masktune" and card.options["rule"] == "top_fraction" and card.options["seed"] == 0
+    diag = card.metrics["diagnostics"]
+    n_train = int(project.table.split_mask("train").sum())
+    assert diag["train_images"] == n_train
+    assert sum(diag["masked_share_histogram"]["counts"]) == n_train
+    share = diag["masked_share"]
+    assert share["images"] == n_train and 20 <= share["mean_masked_pct"] <= 26
+    assert share["nothing_masked_pct"] == 0
+    assert len(diag["rounds"]) == 1
+
+
+def test_official_rule_masks_little_and_says_so(labelled_demo):
+    """The faithful rule leaves many demo images unmasked: the diagnostic has to show it."""
+    project, _ = labelled_demo
+    model, card = load_model(project.model_folder)
+    train = np.flatnonzero(project.table.split_mask("train"))[:64]
+    official = masked_examples(project, model, train, rule="official", size=card.input_size)
+    default = masked_examples(project, model, train, size=card.input_size)
+    assert official["share"].mean() < 0.05 < default["share"].mean()
+    assert np.mean(official["share"] == 0) > 0.1
+    # Shapes and consistency of the browsing view.
+    n = len(train)
+    assert default["originals"].shape == (n, 28, 28, 3) and default["originals"].dtype == np.uint8
+    assert default["heatmaps"].shape == (n, 28, 28) and default["masks"].shape == (n, 28, 28)
+    np.testing.assert_allclose(default["share"], default["masks"].reshape(n, -1).mean(1))
+    assert np.all(default["masked"][default["masks"]] == 0)
+    assert np.array_equal(default["masked"][~default["masks"]], default["originals"][~default["masks"]])
+    assert np.array_equal(default["preds"], np.asarray(project.feature_store().preds)[train])  # predicted class
+
+
+def test_selective_classification_on_the_demo(labelled_demo, masktuned):
+    project, _ = labelled_demo
+    erm, mt = project.feature_store(), project.feature_store(masktuned)
+    table = selective_from_stores(project, erm, mt)
+    assert list(table["coverage_target"]) == [80.0, 85.0, 90.0, 95.0, 100.0]
+    test = project.table.split_mask("test")
+    combined = combined_probabilities(softmax(np.asarray(erm.logits)[test]), softmax(np.asarray(mt.logits)[test]))
+    full = 100 * np.mean(combined.argmax(1) == project.table.labels[test])
+    assert table["test_accuracy"].iloc[-1] == pytest.approx(full)
+    assert table["test_coverage"].iloc[-1] == 100
+    assert np.all(np.abs(table["val_coverage"] - table["coverage_target"]) <= 2)
+
+
+def test_compare_page_shows_the_accuracy_coverage_curve(labelled_demo, masktuned, monkeypatch):
+    project, _ = labelled_demo
+    monkeypatch.setenv("SPURAUDIT_HOME", str(project.folder.parent.parent))
+    at = AppTest.from_file(str(REPO / "pages" / "compare.py"), default_timeout=120)
+    at.query_params["project"] = "demo"
+    at.run()
+    assert not at.exception, [e.value for e in at.exception]
+    assert any("Selective classification" in s.value for s in at.subheader)
+    frames = [df.value for df in at.dataframe]
+    assert any("test_coverage" in f.columns for f in frames)
