@@ -395,9 +395,21 @@ def create_project(
     return Project.create(name, table, folder, base=base)
 
 
-def create_project_job(params: dict, progress: Progress | None = None) -> dict:
-    """`create_project` with JSON parameters, for running it as a background job; returns the project folder."""
-    params = dict(params)
+PROBE_JOB_KIND = "spuraudit.ui.create:create_project_job"
+
+
+def create_project_job(ctx, extract: bool = True, **params) -> dict:
+    """Job entry point (`fn(ctx, **params)`): `create_project` with JSON parameters, then (by default) the
+    feature extraction, in the background. Used for linear probes, which run the backbone over the
+    training split and must not run while a page waits. `params` are `create_project`'s arguments;
+    `base` may be a string."""
     base = params.pop("base", None)
-    project = create_project(**params, progress=progress, base=Path(base) if base else None)
-    return {"project": str(project.folder), "model": project.model}
+    share = 0.5 if extract else 1.0
+    project = create_project(**params, progress=lambda f, m: ctx.progress(share * f, m),
+                             base=Path(base) if base else None)
+    ctx.log(f"project created: {project.folder} (model {project.model})")
+    result = {"project": str(project.folder), "model": project.model}
+    if extract:
+        store = project.extract(progress=lambda f, m: ctx.progress(0.5 + 0.5 * f, m))
+        result["store"] = str(store.path)
+    return result

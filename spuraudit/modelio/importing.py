@@ -1,0 +1,84 @@
+"""Turning a user's file into a model folder, for every kind of architecture the registry knows.
+
+`import_model` is `card.import_checkpoint` plus what some architectures need on the way in: TorchScript
+files are copied as they are (the file is the network) and their split is found and checked; GoogLeNet
+and Inception checkpoints lose their auxiliary classifiers. `load_any_model` opens any model folder.
+"""
+
+from __future__ import annotations
+
+import os
+import shutil
+import tempfile
+from pathlib import Path
+
+from .adapter import AuditModel
+from .card import CARD_FILE, ModelCard, build_audit_model, load_model, save_model
+from .checkpoint import CheckpointError, read_checkpoint
+from .registry import get_architecture
+
+TORCHSCRIPT = "torchscript"
+
+
+def _import_torchscript(checkpoint: Path, card: ModelCard, folder: Path) -> tuple[AuditModel, ModelCard]:
+    from .torchscript import SCRIPT_FILE, build_torchscript_model, load_torchscript_network, split_torchscript
+
+    net = load_torchscript_network(checkpoint)
+    options = dict(card.options)
+    split = split_torchscript(net, options, tuple(card.input_size))  # raises with the fix when none fits
+    if split.head.out_features != card.num_classes:
+        raise CheckpointError(
+            f"{checkpoint}: the TorchScript model's head has {split.head.out_features} outputs but "
+            f"{card.num_classes} class names were given ({card.class_names})."
+        )
+    card.options = {**options, "script": SCRIPT_FILE}
+    card.weights = SCRIPT_FILE
+    folder.parent.mkdir(parents=True, exist_ok=True)
+    tmp = Path(tempfile.mkdtemp(prefix=f".tmp-{folder.name}-", dir=folder.parent))
+    try:
+        shutil.copyfile(checkpoint, tmp / SCRIPT_FILE)
+        (tmp / CARD_FILE).write_text(card.to_yaml())
+        if folder.exists():
+            shutil.rmtree(folder)
+        os.replace(tmp, folder)
+    except BaseException:
+        shutil.rmtree(tmp, ignore_errors=True)
+        raise
+    model = build_torchscript_model(folder / SCRIPT_FILE, card.mean, card.std, card.options, card.input_size)
+    return model, card
+
+
+def import_model(
+    checkpoint: str | Path,
+    card: ModelCard,
+    folder: str | Path,
+    trust_pickle: bool = False,
+) -> tuple[AuditModel, ModelCard]:
+    """Check a user's checkpoint against `card` and store it as a model folder (written atomically)."""
+    checkpoint, folder = Path(checkpoint), Path(folder)
+    if card.architecture == TORCHSCRIPT:
+        return _import_torchscript(checkpoint, card, folder)
+    arch = get_architecture(card.architecture)
+    ckpt = read_checkpoint(checkpoint, trust_pickle=trust_pickle)
+    if ckpt.mean is not None:
+        card.mean, card.std = ckpt.mean, ckpt.std
+    state = arch.prepare_state(ckpt.state_dict) if arch.prepare_state else ckpt.state_dict
+    if len(state) != len(ckpt.state_dict):
+        ckpt.notes.append(f"{len(ckpt.state_dict) - len(state)} tensors of auxiliary classifiers left out")
+    card.notes = list(card.notes) + ckpt.notes
+    model = build_audit_model(card, state, checkpoint)
+    save_model(model, card, folder)
+    return model, card
+
+
+def load_any_model(folder: str | Path, trust_pickle: bool = False) -> tuple[AuditModel, ModelCard]:
+    """`card.load_model`, plus TorchScript model folders."""
+    folder = Path(folder)
+    card_path = folder / CARD_FILE
+    if card_path.is_file():
+        card = ModelCard.from_yaml(card_path.read_text(), str(card_path))
+        if card.architecture == TORCHSCRIPT:
+            from .torchscript import load_torchscript_model
+
+            return load_torchscript_model(folder, card), card
+    return load_model(folder, trust_pickle=trust_pickle)
