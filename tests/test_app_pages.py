@@ -28,6 +28,11 @@ def _run(page: str | None = None, project: str | None = "demo", timeout: float =
     return at
 
 
+def _images(at: AppTest) -> list:
+    """Every `st.image` row on the page (AppTest names the element "image" in new Streamlit, "imgs" before)."""
+    return list(at.get("image")) + list(at.get("imgs"))
+
+
 def test_home_with_no_project_offers_the_demo(home):
     at = _run(project=None)
     assert any("Build the demo" in b.label for b in at.button)
@@ -49,7 +54,7 @@ def test_features_page_lists_top_features_with_images(app_env):
     assert at.title[0].value == "Features the model relies on"
     subheaders = [s.value for s in at.subheader]
     assert len(subheaders) == 5 and subheaders[0].startswith("#1 · feature")
-    assert len(at.get("imgs")) >= 5  # one image row per feature (top images tab)
+    assert len(_images(at)) >= 5  # one image row per feature (top images tab)
 
 
 def test_features_page_k_and_class_controls(app_env):
@@ -78,4 +83,4 @@ def test_labelling_a_feature_feeds_the_rankings_page(demo_copy, monkeypatch):
     assert not at.exception
     metrics = {m.label: m.value for m in at.metric}
     assert "Pooled spurious gap" in metrics
-    assert len(at.get("imgs")) >= 1
+    assert len(_images(at)) >= 1
