@@ -243,3 +243,15 @@ def test_job_row_json_roundtrip(queue):
     with closing(sqlite3.connect(queue.db_path)) as conn:
         raw = conn.execute("SELECT params, result FROM jobs WHERE id = ?", (job_id,)).fetchone()
     assert json.loads(raw[0]) == {"nested": {"a": [1, 2]}} and queue.get(job_id).result == [1, "two", None]
+
+
+def test_every_built_in_kind_names_a_real_job_function():
+    """The pages and the CLI submit these names; each must resolve to a function taking (ctx, **params)."""
+    import inspect
+
+    from spuraudit.jobs.kinds import KINDS, resolve_kind
+
+    assert {"demo.build", "features.extract", "mitigate.run", "autolabel.run"} <= set(KINDS)
+    for kind in KINDS:
+        fn = resolve_kind(kind)
+        assert next(iter(inspect.signature(fn).parameters)) == "ctx", kind

@@ -5,7 +5,7 @@ JSON-able result. Workers run it in a fresh process, so functions are named by i
 ("package.module:function") rather than passed as objects; a kind containing ':' is itself such
 a path (handy for tests and plug-ins).
 
-Built-in kinds go in `KINDS` below, e.g. "demo.build": "spuraudit.tasks:build_demo_job". Entries
+Built-in kinds go in `KINDS` below. Entries
 added at run time with `register_kind` also work in workers, because `JobQueue.submit` stores the
 resolved path in the job row.
 """
@@ -17,9 +17,12 @@ from collections.abc import Callable
 from typing import Any
 
 KINDS: dict[str, str] = {
-    # Other parts of the package add their entries here, e.g.
-    # "demo.build": "spuraudit.tasks:build_demo_job",
-    # "features.extract": "spuraudit.tasks:extract_features_job",
+    "demo.build": "spuraudit.tasks:build_demo_job",
+    "features.extract": "spuraudit.tasks:extract_features_job",
+    "mitigate.run": "spuraudit.mitigate.jobs:run_mitigation_job",
+    "autolabel.run": "spuraudit.autolabel.base:run_autolabel_job",
+    "autolabel.concepts": "spuraudit.autolabel.clip:concept_scores_job",
+    "project.create": "spuraudit.ui.create:create_project_job",
 }
 
 
