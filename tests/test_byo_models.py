@@ -17,7 +17,8 @@ from spuraudit.modelio import (
     load_model,
 )
 from spuraudit.modelio.adapter import GlobalAveragePool
-from spuraudit.modelio.importing import import_model, load_any_model
+from spuraudit.modelio import load_model
+from spuraudit.modelio.importing import import_model
 from spuraudit.modelio.inspection import summarize_checkpoint
 from spuraudit.modelio.registry import UnknownArchitecture, get_architecture, torchvision_model_names
 
@@ -241,7 +242,7 @@ def test_torchscript_known_layout_found_and_verified(tmp_path, how):
     card = ModelCard(name="ts", architecture="torchscript", class_names=list("abc"), input_size=[64, 64])
     model, card = import_model(path, card, tmp_path / "models" / "ts")
     assert card.options["layout"] == "resnet"
-    reloaded, card2 = load_any_model(tmp_path / "models" / "ts")
+    reloaded, card2 = load_model(tmp_path / "models" / "ts")
     x = torch.rand(2, 3, 64, 64)
     with torch.no_grad():
         fmap, feats, logits = reloaded.forward_all(x)

@@ -92,6 +92,10 @@ def load_model(folder: str | Path, trust_pickle: bool = False) -> tuple[AuditMod
     if not card_path.is_file():
         raise CheckpointError(f"{folder}: no {CARD_FILE} here; is this a spuraudit model folder?")
     card = ModelCard.from_yaml(card_path.read_text(), str(card_path))
+    if card.architecture == "torchscript":  # the folder holds the whole scripted network, not a state dict
+        from .torchscript import load_torchscript_model
+
+        return load_torchscript_model(folder, card), card
     ckpt = read_checkpoint(folder / card.weights, trust_pickle=trust_pickle)
     return build_audit_model(card, ckpt.state_dict, folder / card.weights), card
 

@@ -2,7 +2,8 @@
 
 `import_model` is `card.import_checkpoint` plus what some architectures need on the way in: TorchScript
 files are copied as they are (the file is the network) and their split is found and checked; GoogLeNet
-and Inception checkpoints lose their auxiliary classifiers. `load_any_model` opens any model folder.
+and Inception checkpoints lose their auxiliary classifiers. `card.load_model` opens any model folder,
+TorchScript ones included.
 """
 
 from __future__ import annotations
@@ -13,7 +14,7 @@ import tempfile
 from pathlib import Path
 
 from .adapter import AuditModel
-from .card import CARD_FILE, ModelCard, build_audit_model, load_model, save_model
+from .card import CARD_FILE, ModelCard, build_audit_model, save_model
 from .checkpoint import CheckpointError, read_checkpoint
 from .registry import get_architecture
 
@@ -70,15 +71,3 @@ def import_model(
     save_model(model, card, folder)
     return model, card
 
-
-def load_any_model(folder: str | Path, trust_pickle: bool = False) -> tuple[AuditModel, ModelCard]:
-    """`card.load_model`, plus TorchScript model folders."""
-    folder = Path(folder)
-    card_path = folder / CARD_FILE
-    if card_path.is_file():
-        card = ModelCard.from_yaml(card_path.read_text(), str(card_path))
-        if card.architecture == TORCHSCRIPT:
-            from .torchscript import load_torchscript_model
-
-            return load_torchscript_model(folder, card), card
-    return load_model(folder, trust_pickle=trust_pickle)
