@@ -87,39 +87,24 @@ def cmd_demo(args):
 
 
 def cmd_create(args):
-    from .data import read_imagefolder, read_manifest, read_waterbirds
-    from .modelio import ModelCard, import_checkpoint
-    from .project import Project
+    """The same checks and steps as the app's "Add data & model" page (`spuraudit.ui.create`)."""
+    from .ui.create import create_project
 
-    data = Path(args.data)
-    if args.waterbirds:
-        table = read_waterbirds(data, image_root=args.image_root)
-    elif data.suffix.lower() == ".csv":
-        table = read_manifest(data, image_root=args.image_root, group_columns=args.group_columns or [])
-    else:
-        table = read_imagefolder(data)
-    class_names = args.class_names.split(",") if args.class_names else table.class_names
-    card = ModelCard(
-        name=paths.safe_name(args.model_name or f"{args.name}-model"),
-        architecture=args.arch,
-        class_names=class_names,
-        input_size=[args.input_size, args.input_size],
-        mean=[float(v) for v in args.mean.split(",")],
-        std=[float(v) for v in args.std.split(",")],
-        source="path",
-        options={"checkpoint": str(Path(args.checkpoint).resolve())},
+    options = {k: v for k, v in (("feature_layer", args.feature_layer), ("head", args.head)) if v}
+    bar = _Bar("create", args.json)
+    project = create_project(
+        args.name, args.data, args.group_columns or [], args.arch, args.checkpoint, args.input_size,
+        args.mean, args.std, args.trust_pickle, model_name=args.model_name, class_names=args.class_names,
+        linear_probe=args.linear_probe, class_balanced=args.class_balanced,
+        probe_train_fraction=args.probe_train_fraction, model_options=options or None,
+        image_root=args.image_root, progress=bar,
     )
-    if len(class_names) != table.num_classes:
-        raise SystemExit(
-            f"error: the model has {len(class_names)} classes {class_names} but the dataset has "
-            f"{table.num_classes}: {table.class_names}"
-        )
-    folder = paths.models_dir() / card.name
-    import_checkpoint(args.checkpoint, card, folder, trust_pickle=args.trust_pickle)
-    project = Project.create(args.name, table, folder)
-    msg = f"project: {project.folder}\nimages: {len(table)} ({len(table.skipped)} skipped)\nmodel: {folder}"
+    bar.close()
+    table = project.table
+    msg = (f"project: {project.folder}\nimages: {len(table)} ({len(table.skipped)} skipped)\n"
+           f"model: {project.model_folder}\nnext: spuraudit extract --project {project.folder.name}")
     _emit(args, {"project": str(project.folder), "images": len(table), "skipped": table.skipped,
-                 "model": str(folder)}, msg)
+                 "model": str(project.model_folder)}, msg)
 
 
 def cmd_extract(args):
@@ -216,6 +201,93 @@ def cmd_heatmaps(args):
     _emit(args, {"files": [str(f) for f in files]}, "\n".join(str(f) for f in files))
 
 
+def cmd_labels(args):
+    """Import or export the project's votes: Salient ImageNet's vote CSV, aggregated JSON, spurious map."""
+    from .labels import (export_labels_json, export_salient_csv, export_spurious_map, import_salient_csv,
+                         write_json)
+
+    project = _project(args)
+    store = project.labels()
+    if args.action == "import":
+        audit = _audit(args)
+        num_features = int(audit.store.head_weight.shape[1])
+        report = import_salient_csv(store, args.file, len(audit.class_names), num_features,
+                                    allow_duplicate=args.allow_duplicate)
+        _emit(args, {"file": report.path, "votes": report.n_votes, "pairs": report.n_pairs,
+                     "classes": report.n_classes, "workers": report.n_workers, "answers": report.answers,
+                     "warnings": list(report.warnings)}, report.summary())
+        return 0
+    out = Path(args.file)
+    if args.format == "salient-csv":
+        n = export_salient_csv(store, out)
+        summary = {"file": str(out), "rows": n}
+    elif args.format == "json":
+        write_json(export_labels_json(store), out)
+        summary = {"file": str(out), "pairs": len(store.labels())}
+    else:
+        spurious = export_spurious_map(store, include_proposed=not args.confirmed_only)
+        write_json(spurious, out)
+        summary = {"file": str(out), "classes": len(spurious)}
+    _emit(args, summary, f"wrote {out}")
+    return 0
+
+
+def cmd_mitigate(args):
+    """Run one mitigation method in this process and print the new model folder and its metrics."""
+    from .mitigate import METHODS, get_method, run_mitigation
+
+    if args.list:
+        for method in METHODS.values():
+            print(f"{method.name}: {method.label}")
+            for opt in method.options:
+                print(f"    {opt.name} = {opt.default!r}  {opt.help}")
+        return 0
+    if not args.method:
+        raise ValueError("choose a method with --method (see --list)")
+    options = {}
+    for item in args.option or []:
+        key, sep, value = item.partition("=")
+        if not sep:
+            raise ValueError(f"--option takes NAME=VALUE, got '{item}'")
+        options[key.strip()] = json.loads(value) if _is_json(value) else value  # numbers, true/false
+    get_method(args.method).resolve_options(options)  # a bad option fails before any work
+    bar = _Bar(args.method, args.json)
+    project = _project(args)
+    folder = run_mitigation(project, args.method, options, progress=bar,
+                            parent_folder=args.model)
+    bar.close()
+    from .modelio import load_model
+
+    _, card = load_model(folder)
+    metrics = {k: v for k, v in card.metrics.items() if k != "diagnostics"}
+    _emit(args, {"model_folder": str(folder), "name": card.name, "method": args.method, "options": card.options,
+                 "metrics": metrics},
+          f"new model: {folder}\nmetrics: {json.dumps(_jsonable(metrics))}")
+    return 0
+
+
+def _is_json(text: str) -> bool:
+    try:
+        json.loads(text)
+    except ValueError:
+        return False
+    return True
+
+
+def cmd_compare(args):
+    """Parent and mitigated models side by side: accuracy, worst group, pooled and macro gaps."""
+    from .mitigate import compare_models, list_mitigated_models
+
+    project = _project(args)
+    folders = [project.model_folder] + ([Path(m) for m in args.models] if args.models
+                                        else [f for f, _ in list_mitigated_models(project)])
+    report = compare_models(project, folders, split=args.split or "test", k=args.k)
+    rows = report.summary.to_dict(orient="records")
+    _emit(args, {"split": report.split, "k": report.k, "ranked_by": report.ranked_by, "models": rows},
+          report.summary.to_string(index=False))
+    return 0
+
+
 def cmd_worker(args):
     from .jobs.worker import main as worker_main
 
@@ -267,19 +339,30 @@ def build_parser() -> argparse.ArgumentParser:
 
     sp = add("create", cmd_create, "create a project from your dataset and checkpoint", project=False)
     sp.add_argument("--name", required=True, help="project name")
-    sp.add_argument("--data", required=True, help="ImageFolder root, a CSV manifest, or Waterbirds metadata.csv")
+    sp.add_argument("--data", required=True,
+                    help="ImageFolder root, CSV manifest, Waterbirds metadata.csv (detected), or a .zip of one")
     sp.add_argument("--image-root", help="folder that relative CSV paths start from (default: the CSV's folder)")
     sp.add_argument("--group-columns", nargs="*", help="CSV attribute columns that define groups")
-    sp.add_argument("--waterbirds", action="store_true", help="read --data as Waterbirds metadata.csv")
-    sp.add_argument("--arch", required=True, help="e.g. torchvision:resnet50, robustness:resnet50")
-    sp.add_argument("--checkpoint", required=True, help="weights file (.pt/.pth/.safetensors)")
+    sp.add_argument("--waterbirds", action="store_true",
+                    help="(kept for old scripts) Waterbirds metadata.csv is recognised by its columns")
+    sp.add_argument("--arch", required=True,
+                    help="e.g. torchvision:resnet50, timm:resnet18, spuraudit:cifar_resnet20, robustness:resnet50, "
+                         "torchscript")
+    sp.add_argument("--checkpoint", required=True, help="weights file (.pt/.pth/.th/.safetensors, TorchScript)")
     sp.add_argument("--model-name", help="name of the model folder under models/")
     sp.add_argument("--class-names", help="comma-separated, in the head's order (default: the dataset's)")
-    sp.add_argument("--input-size", type=int, default=224)
-    sp.add_argument("--mean", default="0.485,0.456,0.406")
-    sp.add_argument("--std", default="0.229,0.224,0.225")
+    sp.add_argument("--input-size", type=int, default=None, help="pixels (default: the architecture's)")
+    sp.add_argument("--mean", default=None, help="comma-separated (default: the architecture's usual weights')")
+    sp.add_argument("--std", default=None, help="comma-separated (default: the architecture's usual weights')")
     sp.add_argument("--trust-pickle", action="store_true",
                     help="allow full pickle loading (can run code in the file): only for files you trust")
+    sp.add_argument("--linear-probe", action="store_true",
+                    help="the checkpoint is a backbone: fit a linear head on the training split")
+    sp.add_argument("--class-balanced", action="store_true", help="linear probe: weight classes equally")
+    sp.add_argument("--probe-train-fraction", type=float, default=None,
+                    help="linear probe on a dataset without a train split: this share becomes train, at random")
+    sp.add_argument("--feature-layer", help="TorchScript: the submodule whose output is the feature map")
+    sp.add_argument("--head", help="TorchScript: the final linear layer (default: the last one)")
 
     sp = add("extract", cmd_extract, "extract pooled features, logits and predictions into the feature store")
     sp.add_argument("--device", help="cpu or cuda (default: cuda when available)")
@@ -315,9 +398,33 @@ def build_parser() -> argparse.ArgumentParser:
     sp.add_argument("--class", dest="cls", required=True)
     sp.add_argument("--show", type=int, default=5, help="images to print at each end")
 
-    sp = add("gaps", cmd_gaps, "per-class and pooled spurious gaps with bootstrap 95% CIs", split=True)
+    sp = add("gaps", cmd_gaps, "per-class and pooled spurious gaps with bootstrap 95%% CIs", split=True)
     sp.add_argument("-k", type=int, default=100, help="images per end of each ranking (clamped to n_c // 2)")
     sp.add_argument("--n-boot", type=int, default=1000)
+
+    sp = add("labels", cmd_labels, "import or export votes: Salient ImageNet CSV, aggregated JSON, spurious map")
+    sp.add_argument("action", choices=["import", "export"])
+    sp.add_argument("file", help="the CSV to import, or the file to write")
+    sp.add_argument("--format", default="salient-csv", choices=["salient-csv", "json", "spurious-map"],
+                    help="export format: Salient ImageNet's vote CSV, aggregated labels, or {class: [features]}")
+    sp.add_argument("--allow-duplicate", action="store_true", help="import a file that was imported before")
+    sp.add_argument("--confirmed-only", action="store_true",
+                    help="spurious map without machine proposals no human has confirmed")
+
+    from .autolabel.cli import cmd_autolabel, configure_autolabel_parser
+
+    sp = add("autolabel", cmd_autolabel, "propose core/spurious labels with the segmentation or CLIP labeler",
+             split=True)
+    configure_autolabel_parser(sp)
+
+    sp = add("mitigate", cmd_mitigate, "train a mitigated model (masktune, head_tuning, error_tuning, dfr)")
+    sp.add_argument("--method", help="method name (see --list)")
+    sp.add_argument("--option", "-o", action="append", metavar="NAME=VALUE", help="a method option (repeatable)")
+    sp.add_argument("--list", action="store_true", help="list the methods and their options with defaults")
+
+    sp = add("compare", cmd_compare, "the project's model and its mitigated models side by side", split=True)
+    sp.add_argument("--models", nargs="*", help="model folders (default: every mitigated model of the project's)")
+    sp.add_argument("-k", type=int, default=100, help="images per end of each ranking (clamped to n_c // 2)")
 
     sp = add("worker", cmd_worker, "run background-job workers", project=False, json_out=False)
     sp.add_argument("--db", help="job database (default: <home>/jobs.db)")
@@ -334,11 +441,12 @@ def build_parser() -> argparse.ArgumentParser:
 def main(argv: list[str] | None = None) -> int:
     args = build_parser().parse_args(argv)
     from .data.table import DatasetError
+    from .labels import LabelStoreError
     from .modelio import CheckpointError
 
     try:
         return args.func(args) or 0
-    except (DatasetError, CheckpointError, FileNotFoundError, ValueError) as exc:
+    except (DatasetError, CheckpointError, LabelStoreError, FileNotFoundError, ValueError) as exc:
         print(f"error: {exc}", file=sys.stderr)
         return 2
 
