@@ -54,3 +54,12 @@ def demo_copy(demo_home, tmp_path):
                     ignore=shutil.ignore_patterns("labels.db*"))
     (home / "models").symlink_to(paths.models_dir(demo_home))
     return Project.open(paths.projects_dir(home) / "demo")
+
+
+@pytest.fixture(scope="session", autouse=True)
+def _no_stray_workers(tmp_path_factory):
+    """Workers that pages spawn for their jobs idle for minutes before exiting; stop those of this run."""
+    yield
+    from tests.processes import processes_naming, stop_processes
+
+    stop_processes(processes_naming(str(tmp_path_factory.getbasetemp())))
