@@ -7,6 +7,7 @@ from pathlib import Path
 import plotly.express as px
 import streamlit as st
 
+from spuraudit import paths
 from spuraudit.data.table import DatasetError
 from spuraudit.modelio import CheckpointError
 from spuraudit.ui.create import (
@@ -25,6 +26,8 @@ from spuraudit.ui.create import (
 from spuraudit.ui.nav import page_setup
 
 CHECKPOINT_TYPES = ["pt", "pth", "th", "bin", "ckpt", "safetensors", "tar"]
+# The job function by its import path (a kind with ':' needs no registration in spuraudit.jobs.kinds).
+EXTRACT_JOB_KIND = "spuraudit.tasks:extract_features_job"
 THUMBNAILS_PER_CLASS = 6
 MAX_CLASSES_WITH_THUMBNAILS = 20
 
@@ -62,6 +65,7 @@ def _architectures() -> list[str]:
 st.header("1. Dataset")
 data_source = st.radio("Dataset from", ["Path on the server", "Upload a zip"], horizontal=True, key="data_source")
 data_path = ""
+data_label = ""  # what the dataset is called, for the default project name
 if data_source == "Upload a zip":
     upload = st.file_uploader("Dataset as a .zip (ImageFolder, CSV manifest with its images, or Waterbirds)",
                               type=["zip"], key="data_zip")
@@ -74,6 +78,7 @@ if data_source == "Upload a zip":
             except DatasetError as exc:
                 st.error(str(exc))
         data_path = unpacked.get(upload.file_id, "")
+        data_label = Path(upload.name).stem
         if data_path:
             st.caption(f"Unpacked to `{data_path}`")
 else:
@@ -208,10 +213,33 @@ if preview is not None and not linear_probe:
             st.error(problem)
 
 # ---- 3. create -------------------------------------------------------------------------------------
+def _default_name(path: str, label: str) -> str:
+    """The upload's file name, else the dataset folder's name (a CSV's folder: 'metadata' says nothing)."""
+    if label:
+        return label
+    if not path:
+        return "my-audit"
+    p = Path(path)
+    return (p.parent.name if p.suffix.lower() == ".csv" else p.name) or "my-audit"
+
+
 st.header("3. Create the project")
-name = st.text_input("Project name", value=Path(data_path).stem if data_path else "my-audit", key="project_name")
+# Choosing another dataset proposes its name again (what the user typed for the previous one goes).
+if st.session_state.get("project_name_for") != data_path or "project_name" not in st.session_state:
+    st.session_state["project_name_for"] = data_path
+    st.session_state["project_name"] = _default_name(data_path, data_label)
+name = st.text_input("Project name", key="project_name").strip()
+taken = None
+try:
+    if name and (paths.projects_dir() / paths.safe_name(name) / "project.json").is_file():
+        taken = paths.safe_name(name)
+        st.error(f"A project named **{taken}** already exists; choose another name (creating would replace "
+                 "its dataset and model but keep its labels).")
+except ValueError as exc:
+    st.error(str(exc))
+    taken = name
 blocked = preview is None or not checkpoint or summary is None or not summary.readable or problem is not None \
-    or (summary.fit_error is not None and not linear_probe)
+    or (summary.fit_error is not None and not linear_probe) or not name or taken is not None
 
 
 def _link(script: str, label: str, icon: str) -> None:
@@ -238,12 +266,12 @@ if st.button("Create project", type="primary", disabled=blocked, key="create"):
         try:
             job_id = ui_jobs.submit(PROBE_JOB_KIND, create_params, f"Linear probe and project: {name}")
         except Exception as exc:  # no job queue: say so rather than run a long job while the page waits
-            st.error(f"The background job could not be queued ({exc}). Run `spuraudit create --linear-probe ...` "
-                     "from a shell instead.")
+            st.error(f"The background job could not be queued ({exc}); a linear probe runs only as a "
+                     "background job. See the Jobs page.")
         else:
             st.success(f"Job #{job_id} queued: it fits the linear probe, creates the project **{name}** and "
                        "extracts its features.")
-            _link("pages/jobs.py", "Go to Jobs", "⏱️")
+            _link("pages/jobs.py", "Go to Jobs", ":material/schedule:")
     else:
         bar = st.progress(0.0, text="Creating the project…")
         try:
@@ -257,10 +285,10 @@ if st.button("Create project", type="primary", disabled=blocked, key="create"):
             st.session_state["project"] = project.folder.name
             st.query_params["project"] = project.folder.name
             try:
-                ui_jobs.submit("features.extract", {"project": str(project.folder)},
+                ui_jobs.submit(EXTRACT_JOB_KIND, {"project": str(project.folder)},
                                f"Extract features: {project.name}")
                 st.success(f"Project **{project.name}** created; feature extraction is running in the background.")
             except Exception as exc:  # the project itself is complete; extraction can be started later
                 st.warning(f"Project **{project.name}** created, but the extraction job could not be queued "
                            f"({exc}). Start it from Home or run `spuraudit extract --project {project.folder.name}`.")
-            _link("app.py", "Go to Home to follow the extraction", "🏠")
+            _link("app.py", "Go to Home to follow the extraction", ":material/home:")
