@@ -39,7 +39,7 @@ if not list_projects():
         "and learns the square as a shortcut. Then find the feature that detects it, rank the images by "
         "it, and measure how much the model relies on it."
     )
-    if not running and st.button("Build the demo", type="primary", icon="🚀"):
+    if not running and st.button("Build the demo", type="primary", icon=":material/rocket_launch:"):
         ui_jobs.submit("demo.build", {"base": str(paths.home())}, "Build the demo")
         st.rerun()
 
@@ -121,7 +121,7 @@ else:
                      hover_data=["n"], labels={"accuracy": "accuracy (%)"}, range_y=[0, 105])
         fig.update_layout(height=320, margin=dict(t=10, b=10))
         st.plotly_chart(fig, width="stretch")
-    st.page_link("pages/features.py", label="Next: the features each class relies on", icon="🔎")
+    st.page_link("pages/features.py", label="Next: the features each class relies on", icon=":material/manage_search:")
 
 with st.expander("Dataset"):
     counts = table.frame.groupby(["split", "label"]).size().unstack(fill_value=0)

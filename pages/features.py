@@ -60,7 +60,7 @@ LABEL_CHOICES = {"core": "main_object", "spurious (background)": "background",
 for row in top.itertuples():
     d = int(row.feature)
     with st.container(border=True):
-        head, control = st.columns([3, 2])
+        head, control = st.columns([1, 1])
         head.subheader(f"#{row.rank} · feature {d}")
         head.caption(f"importance {row.importance:.3f} · head weight {row.weight:+.3f} · "
                      f"triage gap {row.triage_gap:+.1f} points · label: **{row.label}**")
@@ -89,4 +89,4 @@ for row in top.itertuples():
         with tabs[4]:
             image_row(ev.bottom_images, [f"r={a:.2f}" for a in ev.bottom_activation])
 
-st.page_link("pages/rankings.py", label="Next: rank the images by their spurious features", icon="📊")
+st.page_link("pages/rankings.py", label="Next: rank the images by their spurious features", icon=":material/leaderboard:")

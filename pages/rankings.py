@@ -24,7 +24,7 @@ st.title("Spuriosity rankings and gaps")
 if not audit.spurious:
     st.info("No feature is labelled spurious yet. Label features on the **Features** page; the rankings "
             "and gaps appear here at once.")
-    st.page_link("pages/features.py", label="Go to Features", icon="🔎")
+    st.page_link("pages/features.py", label="Go to Features", icon=":material/manage_search:")
     st.stop()
 
 split = split_picker(audit)

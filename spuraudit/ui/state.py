@@ -65,7 +65,7 @@ def require_project() -> Project:
     project = project_choice()
     if project is None:
         st.info("No project yet. Build the demo or open your own data on the **Home** page.")
-        st.page_link("app.py", label="Go to Home", icon="🏠")
+        st.page_link("app.py", label="Go to Home", icon=":material/home:")
         st.stop()
     return project
 
@@ -79,6 +79,6 @@ def require_features(project: Project, model_folder: str | Path | None = None):
             "**Home** page (it runs in the background) or run `spuraudit extract --project "
             f"{project.folder.name}`."
         )
-        st.page_link("app.py", label="Go to Home", icon="🏠")
+        st.page_link("app.py", label="Go to Home", icon=":material/home:")
         st.stop()
     return store
