@@ -9,8 +9,6 @@ seconds) are made by the test. Worker processes the app starts are stopped at th
 
 from __future__ import annotations
 
-import os
-import signal
 import time
 import zipfile
 from pathlib import Path
@@ -19,6 +17,7 @@ import numpy as np
 import pytest
 
 from .browser_support import chromium_page, require_browser, screenshot, streamlit_server
+from .processes import processes_naming, stop_processes
 
 pytestmark = pytest.mark.browser
 
@@ -115,44 +114,6 @@ def _checkpoint(root: Path, target: Path) -> Path:
 
 
 # ---- processes the app starts ---------------------------------------------------------------------------
-def _processes_naming(text: str) -> list[int]:
-    """Pids of live processes whose command line mentions `text` (workers and job runners name the home)."""
-    pids = []
-    for entry in Path("/proc").iterdir():
-        if not entry.name.isdigit() or int(entry.name) == os.getpid():
-            continue
-        try:
-            cmdline = (entry / "cmdline").read_bytes().replace(b"\0", b" ").decode(errors="replace")
-            state = (entry / "stat").read_text().rsplit(")", 1)[1].split()[0]
-        except (OSError, IndexError):
-            continue
-        if text in cmdline and state not in ("Z", "X"):
-            pids.append(int(entry.name))
-    return pids
-
-
-def _stop_processes(pids: list[int], grace: float = 10.0) -> None:
-    for pid in pids:
-        try:
-            os.kill(pid, signal.SIGTERM)
-        except ProcessLookupError:
-            pass
-    deadline = time.time() + grace
-    while time.time() < deadline and any(_alive(p) for p in pids):
-        time.sleep(0.2)
-    for pid in pids:
-        if _alive(pid):
-            os.kill(pid, signal.SIGKILL)
-
-
-def _alive(pid: int) -> bool:
-    try:
-        state = Path(f"/proc/{pid}/stat").read_text().rsplit(")", 1)[1].split()[0]
-    except (OSError, IndexError):
-        return False
-    return state not in ("Z", "X")
-
-
 # ---- browser helpers ------------------------------------------------------------------------------------
 def _widget(page, testid: str, label: str):
     return page.locator(f"[data-testid='{testid}']").filter(has_text=label).first
@@ -315,5 +276,5 @@ def test_upload_dataset_and_checkpoint_then_see_features_in_chromium(tmp_path):
         assert [(j.status, j.title) for j in jobs] == [("done", "Extract features: shapes")]
     finally:
         # The app's worker is detached (its own session) and waits minutes for more work: stop it.
-        _stop_processes(_processes_naming(str(home)))
-    assert _processes_naming(str(home)) == [], "processes started by the app outlived the test"
+        stop_processes(processes_naming(str(home)))
+    assert processes_naming(str(home)) == [], "processes started by the app outlived the test"
