@@ -274,3 +274,35 @@ def test_state_dict_is_not_torchscript(tmp_path, resnet18_file):
     card = ModelCard(name="ts", architecture="torchscript", class_names=list("abc"))
     with pytest.raises(CheckpointError, match="not a TorchScript file"):
         import_model(resnet18_file, card, tmp_path / "models" / "ts")
+
+
+def test_a_plugin_module_registers_a_custom_architecture(tmp_path, monkeypatch):
+    """$SPURAUDIT_PLUGINS names modules that register architectures; every process that reads a card finds them."""
+    import subprocess
+    import sys
+
+    from spuraudit.modelio import registry
+
+    (tmp_path / "mylab_archs.py").write_text(
+        "from torch import nn\n"
+        "from spuraudit.modelio.registry import Architecture, Split, register\n"
+        "class Tiny(nn.Module):\n"
+        "    def __init__(self, n):\n"
+        "        super().__init__(); self.features = nn.Sequential(nn.Conv2d(3, 8, 3), nn.ReLU()); self.fc = nn.Linear(8, n)\n"
+        "    def forward(self, x):\n"
+        "        return self.fc(self.features(x).mean((2, 3)))\n"
+        "register(Architecture(name='mylab:tiny', build=Tiny, split=lambda net: Split(trunk=net.features, head=net.fc),\n"
+        "                      default_input_size=(16, 16)))\n")
+    monkeypatch.syspath_prepend(str(tmp_path))
+    monkeypatch.setenv("SPURAUDIT_PLUGINS", "mylab_archs")
+    assert registry.get_architecture("mylab:tiny").default_input_size == (16, 16)
+    assert "mylab:tiny" in registry.list_architectures()
+    # a fresh process (as a job worker is) finds it through the variable alone
+    code = "from spuraudit.modelio.registry import get_architecture; print(get_architecture('mylab:tiny').name)"
+    out = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True,
+                         env={**__import__("os").environ, "PYTHONPATH": str(tmp_path)})
+    assert out.stdout.strip() == "mylab:tiny", out.stderr
+
+    monkeypatch.setenv("SPURAUDIT_PLUGINS", "no_such_module_here")
+    with pytest.raises(registry.UnknownArchitecture, match="no_such_module_here"):
+        registry.get_architecture("mylab:other")

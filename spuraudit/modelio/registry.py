@@ -284,8 +284,34 @@ def _torchvision_architecture(model_name: str) -> Architecture:
     )
 
 
+PLUGINS_VARIABLE = "SPURAUDIT_PLUGINS"
+_loaded_plugins: set[str] = set()
+
+
+def load_plugins() -> None:
+    """Import the modules named in $SPURAUDIT_PLUGINS (comma-separated), which `register` their own
+    architectures. The variable reaches every process (app, CLI, job workers), so a custom architecture
+    works everywhere a built-in one does."""
+    import importlib
+    import os
+
+    for module in filter(None, (m.strip() for m in os.environ.get(PLUGINS_VARIABLE, "").split(","))):
+        if module in _loaded_plugins:
+            continue
+        try:
+            importlib.import_module(module)
+        except Exception as exc:
+            raise UnknownArchitecture(
+                f"cannot import the plugin module '{module}' named in ${PLUGINS_VARIABLE} ({exc}); make it "
+                "importable (on PYTHONPATH, or pip-installed) or remove it from the variable."
+            ) from exc
+        _loaded_plugins.add(module)
+
+
 def get_architecture(name: str) -> Architecture:
     """Look up an architecture by its card name (`source:model`, or `torchscript`)."""
+    if name not in _REGISTRY:
+        load_plugins()
     if name in _REGISTRY:
         return _REGISTRY[name]
     source, _, model_name = name.partition(":")
@@ -296,11 +322,14 @@ def get_architecture(name: str) -> Architecture:
 
         return timm_architecture(model_name)
     known = ", ".join(sorted(_REGISTRY)) + ", torchvision:<any torchvision classifier>, timm:<any timm model>"
-    raise UnknownArchitecture(f"unknown architecture '{name}'. Known: {known}")
+    raise UnknownArchitecture(f"unknown architecture '{name}'. Known: {known}. A custom architecture is "
+                              f"registered by a module named in ${PLUGINS_VARIABLE}.")
 
 
 def list_architectures() -> list[str]:
-    """The registered names (torchvision and timm names are resolved on demand, see `architecture_names`)."""
+    """The registered names, plugins' included (torchvision and timm names are resolved on demand, see
+    `architecture_names`)."""
+    load_plugins()
     return sorted(_REGISTRY)
 
 
