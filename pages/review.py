@@ -43,6 +43,8 @@ from spuraudit.ui.nav import page_setup
 from spuraudit.ui.state import require_features, require_project
 from spuraudit.ui.widgets import cached_attack, cached_pair_evidence, image_row, image_set_picker, split_picker
 
+EVIDENCE_PX = 84  # top images, NAMs and attacks: the default 8 per row fit the evidence column on one line
+
 try:
     page_setup("Review features")
 except StreamlitPageNotFoundError:
@@ -57,17 +59,36 @@ store_key = feature_store.meta["key"]
 
 st.title("Review features")
 
-# ---- who is reviewing: asked once, kept in the session and in the label store ------------------
+# ---- who is reviewing: asked once, kept in the session, the URL and the label store -------------
+# The URL (?annotator=) belongs to one browser, so on a team each reviewer's reload keeps their own
+# name; the label store only remembers the last name used on the project, for a visit without one.
+# "review_name" is a plain session key: it outlives the widget's own state when the reviewer visits
+# another page and comes back (the address then no longer carries the name).
 if "reviewer" not in st.session_state:
-    st.session_state["reviewer"] = labels.get_setting("annotator") or project.settings.get("annotator") or ""
+    known = st.session_state.get("review_name") or (st.query_params.get("annotator") or "").strip()
+    remembered = labels.get_setting("annotator") or project.settings.get("annotator") or ""
+    st.session_state["reviewer"] = known or remembered
+    st.session_state["review_name_guessed"] = bool(remembered) and not known
 
-st.sidebar.text_input("Your name", key="reviewer", help="Every vote carries it. Kept for the next visit.")
+
+def _name_typed() -> None:
+    st.session_state["review_name_guessed"] = False
+
+
+st.sidebar.text_input("Your name", key="reviewer", on_change=_name_typed,
+                      help="Every vote carries it. Kept in this page's address (bookmark it) and for the next visit.")
 reviewer = st.session_state.get("reviewer", "").strip()
 if reviewer.startswith(MACHINE_PREFIX):
     st.sidebar.error(f"Names starting with '{MACHINE_PREFIX}' belong to the auto-labelers; choose another.")
     reviewer = ""
-elif reviewer and labels.get_setting("annotator") != reviewer:
-    labels.set_setting("annotator", reviewer)  # the next visit (any browser) starts with this name
+st.session_state["review_name"] = reviewer
+if reviewer:
+    if st.session_state.get("review_name_guessed"):
+        st.sidebar.caption(f"The last name used on this project. Not **{reviewer}**? Type yours before voting.")
+    if st.query_params.get("annotator") != reviewer:
+        st.query_params["annotator"] = reviewer
+    if labels.get_setting("annotator") != reviewer:
+        labels.set_setting("annotator", reviewer)  # a visit without a name in its address starts with this one
 
 # ---- which pairs -------------------------------------------------------------------------------
 split = split_picker(audit, key="review_split")
@@ -168,13 +189,14 @@ else:
     c, d = current
     class_name = audit.class_names[c]
 
-    nav = st.columns([1, 1, 1, 4])
-    nav[0].button("◀ Previous", key="review_prev", on_click=_go_to, args=(prev_pair,), disabled=prev_pair is None,
-                  shortcut="P", width="stretch")
-    nav[1].button("Next ▶", key="review_next", on_click=_go_to, args=(next_pair,), shortcut="N", width="stretch")
-    nav[2].button("Undo last vote", key="review_undo", on_click=_undo, shortcut="U", width="stretch",
+    with st.container(horizontal=True, vertical_alignment="center"):  # buttons as wide as their labels
+        st.button("Previous", key="review_prev", icon=":material/arrow_back:", on_click=_go_to, args=(prev_pair,),
+                  disabled=prev_pair is None, shortcut="P")
+        st.button("Next", key="review_next", icon=":material/arrow_forward:", on_click=_go_to, args=(next_pair,),
+                  shortcut="N")
+        st.button("Undo last vote", key="review_undo", icon=":material/undo:", on_click=_undo, shortcut="U",
                   disabled=not reviewer)
-    nav[3].caption(f"Pair {position + 1} of {len(order)} shown. Keys: **M** main object, **S** separate object, "
+        st.caption(f"Pair {position + 1} of {len(order)} shown. Keys: **M** main object, **S** separate object, "
                    "**B** background, **N** next, **P** previous, **U** undo.")
 
     rank = "" if row["rank"] is None or (isinstance(row["rank"], float) and np.isnan(row["rank"])) \
@@ -182,7 +204,7 @@ else:
     st.subheader(f"Class {c}: {class_name} · feature {d}{rank}")
     status = row["status"] + (f" ({row['subtype']})" if row["subtype"] else "")
     st.caption(f"Current label: **{status}**" + (" (machine proposal, not confirmed)" if row["proposed"] else "")
-               + (f" · your vote: **{row['mine']}**" if row["mine"] else "")
+               + (f" · your vote: **{ANSWER_LABELS[row['mine']]}**" if row["mine"] else "")
                + (" · annotators disagree" if row["disagreement"] else ""))
 
     evidence_col, class_col = st.columns([4, 1])
@@ -190,12 +212,12 @@ else:
         ev = cached_pair_evidence(audit, store_key, c, d, n_images, split, mode)
         acts = [f"r={a:.2f}" for a in ev.top_activation]
         st.markdown("**Top images** (highest activation of the feature among the class's images)")
-        image_row(ev.images, acts, width=96)
+        image_row(ev.images, acts, width=EVIDENCE_PX)
         st.markdown("**NAM heatmaps** (where the feature fires; red = high)")
-        image_row(ev.nams, width=96)
+        image_row(ev.nams, width=EVIDENCE_PX)
         if show_attacks and len(ev.top):
             st.markdown("**Feature attacks** (the image pushed to excite the feature: what it amplifies)")
-            image_row(cached_attack(audit, store_key, tuple(map(int, ev.top)), d), width=96)
+            image_row(cached_attack(audit, store_key, tuple(map(int, ev.top)), d), width=EVIDENCE_PX)
     with class_col:
         st.markdown(f"**The class: {class_name}**")
         image_row(_class_examples(str(project.folder), c, split), width=60)
@@ -203,13 +225,13 @@ else:
     # the answer
     with st.container(border=True):
         st.markdown(f"**Does feature {d} look at the {class_name} itself?**")
-        b1, b2, b3 = st.columns(3)
-        b1.button(f"✅ {ANSWER_LABELS['main_object']}", key="vote-main_object", type="primary", shortcut="M",
-                  on_click=_vote, args=(c, d, "main_object", next_pair), disabled=not reviewer, width="stretch")
-        b2.button(f"🔶 {ANSWER_LABELS['separate_object']}", key="vote-separate_object", shortcut="S",
-                  on_click=_vote, args=(c, d, "separate_object", next_pair), disabled=not reviewer, width="stretch")
-        b3.button(f"🟥 {ANSWER_LABELS['background']}", key="vote-background", shortcut="B",
-                  on_click=_vote, args=(c, d, "background", next_pair), disabled=not reviewer, width="stretch")
+        answers = [("main_object", ":material/check_circle:", "M"), ("separate_object", ":material/category:", "S"),
+                   ("background", ":material/landscape:", "B")]
+        for column, (answer, icon, letter) in zip(st.columns(3), answers):
+            # The three answers look alike (none is the suggested one); your current vote is highlighted.
+            column.button(ANSWER_LABELS[answer], key=f"vote-{answer}", icon=icon, shortcut=letter,
+                          type="primary" if row["mine"] == answer else "secondary",
+                          on_click=_vote, args=(c, d, answer, next_pair), disabled=not reviewer, width="stretch")
         r1, r2 = st.columns([1, 3])
         r1.segmented_control("Confidence (1 = unsure, 5 = sure)", [1, 2, 3, 4, 5], key="review_confidence")
         r2.text_input("Reason (optional)", key="review_reason", placeholder="e.g. fires on the red corner square")
@@ -346,7 +368,7 @@ with seg_tab:
         options["seg_target"] = m3.text_input("Object = class", value="foreground", key="seg_target",
                                               help="'foreground' (anything but class 0), a class index, or a "
                                                    "VOC name such as 'bird'.")
-    if st.button("Run the segmentation labeler", key="run_seg", icon="▶️"):
+    if st.button("Run the segmentation labeler", key="run_seg", icon=":material/play_arrow:"):
         _submit("segmentation", options, f"Auto-label (segmentation): {project.name}")
 
 with clip_tab:
@@ -373,7 +395,7 @@ with clip_tab:
     clip_options = {"concepts": concepts_text, "class_prompts": prompts, "model_name": clip_model,
                     "pretrained": pretrained, "margin": margin, "images_per_pair": n_images,
                     "split": split or "all", "image_set": mode, "top_k": top_k}
-    if st.button("Run the CLIP labeler", key="run_clip", icon="▶️"):
+    if st.button("Run the CLIP labeler", key="run_clip", icon=":material/play_arrow:"):
         _submit("clip", clip_options, f"Auto-label (CLIP): {project.name}")
 
 with concept_tab:
@@ -385,7 +407,7 @@ with concept_tab:
     if stored is not None:
         st.caption(f"Stored: {len(stored.concepts)} concepts ({', '.join(stored.concepts)}) with {stored.model}, "
                    f"{stored.created}.")
-    if st.button("Score every image on these concepts", key="run_concepts", icon="▶️"):
+    if st.button("Score every image on these concepts", key="run_concepts", icon=":material/play_arrow:"):
         ui_jobs = _jobs_module()
         if not concepts_text.strip():
             st.error("Name at least one concept in the CLIP tab.")
