@@ -45,7 +45,7 @@ st.caption(
 mitigated = list_mitigated_models(project)
 if not mitigated:
     st.info("No mitigated model yet. Launch one on the **Mitigate** page.")
-    _link("pages/mitigate.py", label="Go to Mitigate", icon="🛠️")
+    _link("pages/mitigate.py", label="Go to Mitigate", icon=":material/build:")
     st.stop()
 
 candidates = {str(project.model_folder): "original (audited) model"}
@@ -82,19 +82,83 @@ report = _compare(str(project.folder), tuple(chosen), split, int(k), _stamp(proj
 summary = report.summary
 
 st.subheader(f"Metrics on the {split} split")
-shown = summary.rename(columns={
+original_name = report.ranked_by  # the audited model, whose ranking fixes the High and Low sets
+
+
+def _method_label(method: str) -> str:
+    if method in ("parent", "original"):
+        return "original (audited)"
+    return METHODS[method].label if method in METHODS else method
+
+
+def _pct(value) -> str:
+    return "–" if pd.isna(value) else f"{value:.1f} %"
+
+
+def _pts(value) -> str:
+    return "–" if pd.isna(value) else f"{value:+.1f} pts"
+
+
+def _delta(row, base, key: str, size: bool = False) -> str | None:
+    """The change from the original model ('in size': of the absolute value, for gaps); None for the original."""
+    if base is None or row["model"] == base["model"] or pd.isna(row[key]) or pd.isna(base[key]):
+        return None
+    change = abs(row[key]) - abs(base[key]) if size else row[key] - base[key]
+    return f"{change:+.1f} pts" + (" in size" if size else "") + " vs original"
+
+
+# The headline figures of each model as cards, with the change from the original model: the table below
+# holds the rest (and is too wide to read at a glance).
+base = summary[summary["model"] == original_name]
+base = base.iloc[0] if len(base) else None
+per_row = min(4, max(2, len(summary)))
+for start in range(0, len(summary), per_row):
+    cards = st.columns(per_row)
+    for col, (_, row) in zip(cards, summary.iloc[start:start + per_row].iterrows()):
+        with col.container(border=True):
+            st.markdown(f"**{row['model']}**")
+            st.caption(_method_label(row["method"]))
+            st.metric("Accuracy (plain average)", _pct(row["avg_accuracy_plain"]),
+                      delta=_delta(row, base, "avg_accuracy_plain"), help=COLUMN_HELP["avg_accuracy_plain"])
+            if not pd.isna(row["worst_group_accuracy"]):
+                st.metric("Worst-group accuracy", _pct(row["worst_group_accuracy"]),
+                          delta=_delta(row, base, "worst_group_accuracy"),
+                          help=f"{COLUMN_HELP['worst_group_accuracy']}; here: {row['worst_group']}")
+            if not pd.isna(row["pooled_gap"]):
+                st.metric("Spurious gap (pooled)", _pts(row["pooled_gap"]),
+                          delta=_delta(row, base, "pooled_gap", size=True), delta_color="inverse",
+                          help=COLUMN_HELP["pooled_gap"] + f"; 95 % bootstrap CI [{row['pooled_ci_low']:.1f}, "
+                                                           f"{row['pooled_ci_high']:.1f}]")
+
+NAMES = {
     "avg_accuracy_plain": "accuracy, plain average (%)",
     "avg_accuracy_train_weighted": "accuracy, weighted by training groups (%)",
     "worst_group_accuracy": "worst-group accuracy (%)",
+    "worst_group": "worst group",
     "pooled_gap": "pooled gap (pts)",
     "pooled_ci_low": "gap CI low",
     "pooled_ci_high": "gap CI high",
     "macro_gap": "macro gap (pts)",
-})
+}
+# The figures first, bookkeeping last: the table is wider than the page.
+order = ["model", "method", "avg_accuracy_plain", "worst_group_accuracy", "pooled_gap", "avg_accuracy_train_weighted",
+         "worst_group", "pooled_ci_low", "pooled_ci_high", "macro_gap", "n", "parent"]
+shown = summary[[c for c in order if c in summary.columns] + [c for c in summary.columns if c not in order]]
+shown = shown.assign(method=shown["method"].map(_method_label)).rename(columns=NAMES)
+helps = {NAMES[k]: v for k, v in COLUMN_HELP.items() if k in NAMES}
+helps.update({"gap CI low": "95 % bootstrap confidence interval of the pooled gap", "gap CI high":
+              "95 % bootstrap confidence interval of the pooled gap", "n": f"images in the {split} split"})
 st.dataframe(shown, hide_index=True,
-             column_config={c: st.column_config.NumberColumn(format="%.1f") for c in shown.columns
-                            if shown[c].dtype.kind == "f"})
-st.caption(" · ".join(f"**{k}**: {v}" for k, v in COLUMN_HELP.items()))
+             column_config={c: st.column_config.NumberColumn(format="%.1f", help=helps.get(c)) for c in shown.columns
+                            if shown[c].dtype.kind == "f"}
+             | {c: st.column_config.Column(help=helps[c]) for c in shown.columns
+                if shown[c].dtype.kind != "f" and c in helps})
+st.caption(
+    "Two averages: **plain** is over all the split's images (MaskTune's 'average'); **weighted by training "
+    "groups** averages the group accuracies with each group's share of the training split (DFR-style). "
+    "Gaps: accuracy on the High set minus the Low set of the original model's ranking; 0 means no reliance "
+    "on the labelled features. Hover a column header for its definition."
+)
 
 if not report.groups.empty:
     fig = px.bar(report.groups, x="group", y="accuracy", color="model", barmode="group", range_y=[0, 105],
@@ -115,8 +179,10 @@ else:
                       title=f"Per-class spurious gap with 95 % bootstrap CI (ranking of {report.ranked_by}, k={k})",
                       yaxis_title="accuracy High − Low (points)")
     st.plotly_chart(fig, width="stretch")
-    st.dataframe(report.gaps.drop(columns=["class_index"]), hide_index=True,
-                 column_config={c: st.column_config.NumberColumn(format="%.1f")
+    gap_names = {"k": "images per end (k)", "acc_high": "accuracy on High (%)", "acc_low": "accuracy on Low (%)",
+                 "gap": "gap (pts)", "ci_low": "CI low", "ci_high": "CI high"}
+    st.dataframe(report.gaps.drop(columns=["class_index"]).rename(columns=gap_names), hide_index=True,
+                 column_config={gap_names[c]: st.column_config.NumberColumn(format="%.1f")
                                 for c in ("acc_high", "acc_low", "gap", "ci_low", "ci_high")})
 
 with st.expander("Per-class accuracy"):

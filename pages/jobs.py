@@ -35,6 +35,11 @@ if c2.button("Start a worker", disabled=bool(workers)):
 status_filter = st.segmented_control("Show", ["active", "all", "failed"], default="all", key="jobs_filter")
 
 
+def _when(timestamp: str | None) -> str:
+    """A job timestamp (ISO, UTC, milliseconds) as 'YYYY-MM-DD HH:MM:SS UTC'."""
+    return "–" if not timestamp else timestamp[:19].replace("T", " ") + " UTC"
+
+
 @st.fragment(run_every=1.0)
 def job_list() -> None:
     jobs = queue.list(limit=50)
@@ -50,15 +55,20 @@ def job_list() -> None:
             top, buttons = st.columns([5, 1])
             with top:
                 ui_jobs.show_job(job)
-                st.caption(f"{job.kind} · created {job.created} · started {job.started or '–'} · "
-                           f"finished {job.finished or '–'}")
+                st.caption(f"{job.kind} · created {_when(job.created)} · started {_when(job.started)} · "
+                           f"finished {_when(job.finished)}")
             with buttons:
                 if job.status in ("queued", "running"):
                     if st.button("Cancel", key=f"cancel-{job.id}"):
                         queue.cancel(job.id)
                         st.rerun()
                 elif st.button("Run again", key=f"retry-{job.id}"):
-                    ui_jobs.submit(job.kind, job.params, job.title or job.kind)
+                    # retry() reuses the import path stored in the row: a kind registered by another
+                    # page (or process) need not be registered in this one.
+                    from spuraudit.jobs import ensure_worker
+
+                    queue.retry(job.id)
+                    ensure_worker(queue.db_path)
                     st.rerun()
             with st.expander("Details"):
                 st.json({"params": job.params, "result": job.result})

@@ -8,7 +8,7 @@ import plotly.graph_objects as go
 import streamlit as st
 from streamlit.errors import StreamlitPageNotFoundError
 
-from spuraudit.mitigate import METHODS, list_mitigated_models
+from spuraudit.mitigate import METHODS, list_mitigated_models, split_metrics
 from spuraudit.mitigate.data import spurious_labels
 from spuraudit.ui import jobs as ui_jobs
 from spuraudit.ui.nav import page_setup
@@ -84,7 +84,7 @@ with st.form(f"options-{method_name}"):
     for i, option in enumerate(method.options):
         with columns[i % 3]:
             values[option.name] = _option_widget(option, key=f"opt-{method_name}-{option.name}")
-    launched = st.form_submit_button("Launch", type="primary", icon="🚀")
+    launched = st.form_submit_button("Launch", type="primary", icon=":material/rocket_launch:")
 
 if launched:
     try:
@@ -98,33 +98,79 @@ if launched:
         st.session_state.setdefault("mitigate_jobs", []).append(job_id)
         st.rerun()
 
+
+def _when(timestamp: str | None) -> str:
+    """An ISO timestamp as 'YYYY-MM-DD HH:MM:SS UTC' (cards and jobs record UTC)."""
+    return "" if not timestamp else timestamp[:19].replace("T", " ") + (" UTC" if "+00:00" in timestamp else "")
+
+
+def _finished_jobs(ids: list[int]) -> list:
+    """This session's mitigation jobs that have ended, newest first (ids no longer in the queue are skipped)."""
+    q = ui_jobs.queue()
+    out = []
+    for job_id in sorted(set(ids), reverse=True):
+        try:
+            job = q.get(job_id)
+        except KeyError:
+            continue
+        if job.is_finished:
+            out.append(job)
+    return out
+
+
+def _show_finished(job) -> None:
+    result = job.result if isinstance(job.result, dict) else {}
+    if job.status != "done" or "name" not in result:
+        ui_jobs.show_job(job)
+        return
+    figures = [f"{label} {result[key]:.1f} %" for key, label in
+               (("test_accuracy", "test accuracy"), ("test_worst_group_accuracy", "test worst group"))
+               if isinstance(result.get(key), (int, float))]
+    st.success(f"{job.label}: done. New model **{result['name']}**" + (f" ({', '.join(figures)})" if figures else "")
+               + ".", icon=":material/check_circle:")
+
+
 running = ui_jobs.active_jobs(kind=JOB_KIND)
-watched = sorted(set(st.session_state.get("mitigate_jobs", [])) | {j.id for j in running})
-if watched:
+finished = _finished_jobs([i for i in st.session_state.get("mitigate_jobs", []) if i not in {j.id for j in running}])
+if running or finished:
     st.subheader("Mitigation jobs")
-    ui_jobs.watch(watched[-5:])
+    if running:
+        # The fragment polls the running jobs and reruns the page once they have all ended; ended jobs are
+        # shown statically below (watching them would rerun the page again on every poll).
+        ui_jobs.watch(sorted(j.id for j in running)[-5:])
+    for job in finished[:5]:
+        _show_finished(job)
+    if finished:
+        _link("pages/jobs.py", label="All jobs, with logs and cancel", icon=":material/schedule:")
 
 st.header("Mitigated models of this project")
 models = list_mitigated_models(project)
 if not models:
     st.info("None yet. Launch a method above; its model appears here when the job is done.")
 else:
-    rows = []
+    # The original model first, as the reference: its figures from its stored predictions.
+    _, parent_card = load_model(project.model_folder)
+    test = split_metrics(table, np.asarray(store.preds), "test") if "test" in table.splits else {}
+    rows = [{"model": parent_card.name, "method": "original (audited)", "created": _when(parent_card.created),
+             "test accuracy (%)": test.get("accuracy"), "test worst group (%)": test.get("worst_group_accuracy"),
+             "seed": None, "options": ""}]
     for folder, card in models:
         m = card.metrics
         rows.append({
             "model": card.name,
             "method": METHODS[card.method].label if card.method in METHODS else card.method,
-            "created": card.created,
+            "created": _when(card.created),
             "test accuracy (%)": m.get("test_accuracy"),
             "test worst group (%)": m.get("test_worst_group_accuracy"),
             "seed": card.options.get("seed"),
             "options": ", ".join(f"{k}={v}" for k, v in card.options.items() if k != "seed"),
         })
     st.dataframe(pd.DataFrame(rows), hide_index=True,
-                 column_config={c: st.column_config.NumberColumn(format="%.1f")
-                                for c in ("test accuracy (%)", "test worst group (%)")})
-    _link("pages/compare.py", label="Compare them with the original model", icon="⚖️")
+                 column_config={**{c: st.column_config.NumberColumn(format="%.1f")
+                                   for c in ("test accuracy (%)", "test worst group (%)")},
+                                "seed": st.column_config.NumberColumn(format="%d")})
+    st.caption("The first row is the original model, for reference; every other row is a model made from it.")
+    _link("pages/compare.py", label="Compare them with the original model", icon=":material/compare:")
 
 if method_name != "masktune":
     st.stop()

@@ -36,7 +36,8 @@ def show_job(job, container=None) -> None:
     if job.status in ("queued", "running"):
         box.progress(min(max(job.progress or 0.0, 0.0), 1.0), text=f"{label}: {job.message or job.status}")
     elif job.status == "done":
-        box.success(f"{label}: done. {job.message or ''}")
+        extra = job.message if job.message and job.message != "done" else ""
+        box.success(f"{label}: done" + (f". {extra}" if extra else ""))
     elif job.status == "cancelled":
         box.warning(f"{label}: cancelled")
     else:
@@ -47,7 +48,15 @@ def show_job(job, container=None) -> None:
 
 
 def watch(job_ids: list[int], on_done_rerun: bool = True) -> None:
-    """Poll the given jobs every second; rerun the whole page once they have all finished."""
+    """Poll the given jobs every second; rerun the whole page once they have all finished.
+
+    Jobs that are already finished are shown once and not polled (rerunning the page for them would
+    rerun it forever)."""
+    q = queue()
+    if all(job.status not in ("queued", "running") for job in (q.get(i) for i in job_ids)):
+        for i in job_ids:
+            show_job(q.get(i))
+        return
 
     @st.fragment(run_every=1.0)
     def _poll():
