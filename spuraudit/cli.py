@@ -323,7 +323,7 @@ def build_parser() -> argparse.ArgumentParser:
     sub = p.add_subparsers(dest="command", required=True)
 
     def add(name, fn, help_text, project=True, split=False, json_out=True):
-        sp = sub.add_parser(name, help=help_text, description=help_text)
+        sp = sub.add_parser(name, help=help_text, description=help_text.replace("%%", "%"))
         sp.set_defaults(func=fn)
         if project:
             sp.add_argument("--project", "-p", default="demo", help="project name (under projects/) or folder")

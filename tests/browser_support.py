@@ -47,7 +47,9 @@ def streamlit_server(home: Path, timeout: float = 90.0):
     log = open(home / f"streamlit-{port}.log", "w")
     proc = subprocess.Popen(
         [sys.executable, "-m", "streamlit", "run", str(REPO / "app.py"), "--server.port", str(port),
-         "--server.headless", "true", "--server.address", "127.0.0.1", "--browser.gatherUsageStats", "false"],
+         "--server.headless", "true", "--server.address", "127.0.0.1", "--browser.gatherUsageStats", "false",
+         # no file watcher: it would watch the whole checkout (the venv included) for nothing
+         "--server.fileWatcherType", "none"],
         cwd=REPO, env=env, stdout=log, stderr=subprocess.STDOUT,
     )
     url = f"http://127.0.0.1:{port}"
@@ -88,7 +90,17 @@ def chromium_page(width: int = 1400, height: int = 1000):
 
 
 def screenshot(page, name: str) -> Path:
+    """The whole page as a PNG in test-artifacts/. Streamlit scrolls inside its main block, so a full-page
+    screenshot would show one screen only: grow the viewport to the content's height for the shot."""
     ARTIFACTS.mkdir(exist_ok=True)
     path = ARTIFACTS / f"{name}.png"
-    page.screenshot(path=str(path), full_page=True)
+    viewport = page.viewport_size
+    height = page.evaluate("() => { const m = document.querySelector(\"[data-testid='stMain']\");"
+                           " return m ? m.scrollHeight : document.body.scrollHeight; }")
+    page.set_viewport_size({"width": viewport["width"], "height": min(max(int(height) + 40, viewport["height"]), 6000)})
+    page.wait_for_timeout(800)  # let charts and images lay out at the new size
+    try:
+        page.screenshot(path=str(path))
+    finally:
+        page.set_viewport_size(viewport)
     return path

@@ -62,4 +62,5 @@ def _no_stray_workers(tmp_path_factory):
     yield
     from tests.processes import processes_naming, stop_processes
 
-    stop_processes(processes_naming(str(tmp_path_factory.getbasetemp())))
+    base = str(tmp_path_factory.getbasetemp())
+    stop_processes([pid for pid in processes_naming("spuraudit.jobs") if pid in processes_naming(base)])
