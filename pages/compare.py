@@ -8,28 +8,14 @@ import pandas as pd
 import plotly.express as px
 import plotly.graph_objects as go
 import streamlit as st
-from streamlit.errors import StreamlitPageNotFoundError
 
 from spuraudit.mitigate import METHODS, list_mitigated_models
 from spuraudit.mitigate.compare import COLUMN_HELP, compare_models
 from spuraudit.mitigate.selective import selective_from_stores
-from spuraudit.ui.nav import page_setup
+from spuraudit.ui.nav import link, page_setup
 from spuraudit.ui.state import require_features, require_project
 
-try:
-    page_setup("Compare models")
-except StreamlitPageNotFoundError:
-    # Run as its own entry point (streamlit run pages/…, or AppTest.from_file on this file): the
-    # other pages' links only resolve from app.py, so this run goes without the navigation.
-    pass
-
-
-def _link(page: str, label: str, icon: str) -> None:
-    """A link to another page; plain text when this page runs on its own (links resolve from app.py only)."""
-    try:
-        st.page_link(page, label=label, icon=icon)
-    except StreamlitPageNotFoundError:
-        st.caption(f"{icon} {label}: see `{page}`")
+page_setup("Compare models")
 
 project = require_project()
 parent_store = require_features(project)
@@ -45,7 +31,7 @@ st.caption(
 mitigated = list_mitigated_models(project)
 if not mitigated:
     st.info("No mitigated model yet. Launch one on the **Mitigate** page.")
-    _link("pages/mitigate.py", label="Go to Mitigate", icon=":material/build:")
+    link("pages/mitigate.py", label="Go to Mitigate", icon=":material/build:")
     st.stop()
 
 candidates = {str(project.model_folder): "original (audited) model"}

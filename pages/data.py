@@ -23,7 +23,7 @@ from spuraudit.ui.create import (
     save_upload,
     unpack_dataset_zip,
 )
-from spuraudit.ui.nav import page_setup
+from spuraudit.ui.nav import link, page_setup
 
 CHECKPOINT_TYPES = ["pt", "pth", "th", "bin", "ckpt", "safetensors", "tar"]
 # The job function by its import path (a kind with ':' needs no registration in spuraudit.jobs.kinds).
@@ -242,13 +242,6 @@ blocked = preview is None or not checkpoint or summary is None or not summary.re
     or (summary.fit_error is not None and not linear_probe) or not name or taken is not None
 
 
-def _link(script: str, label: str, icon: str) -> None:
-    try:
-        st.page_link(script, label=label, icon=icon)
-    except Exception:  # the page runs outside the multipage app (e.g. on its own in tests)
-        st.markdown(f"{label}: use the sidebar.")
-
-
 create_params = dict(
     name=name, data=data_path, groups=list(st.session_state.get("group_columns", [])), arch=arch,
     checkpoint=checkpoint, size=size, mean=mean, std=std, trust_pickle=trust, class_names=class_text,
@@ -271,7 +264,7 @@ if st.button("Create project", type="primary", disabled=blocked, key="create"):
         else:
             st.success(f"Job #{job_id} queued: it fits the linear probe, creates the project **{name}** and "
                        "extracts its features.")
-            _link("pages/jobs.py", "Go to Jobs", ":material/schedule:")
+            link("pages/jobs.py", "Go to Jobs", ":material/schedule:")
     else:
         bar = st.progress(0.0, text="Creating the project…")
         try:
@@ -291,4 +284,4 @@ if st.button("Create project", type="primary", disabled=blocked, key="create"):
             except Exception as exc:  # the project itself is complete; extraction can be started later
                 st.warning(f"Project **{project.name}** created, but the extraction job could not be queued "
                            f"({exc}). Start it from Home or run `spuraudit extract --project {project.folder.name}`.")
-            _link("app.py", "Go to Home to follow the extraction", ":material/home:")
+            link("app.py", "Go to Home to follow the extraction", ":material/home:")

@@ -6,30 +6,16 @@ import numpy as np
 import pandas as pd
 import plotly.graph_objects as go
 import streamlit as st
-from streamlit.errors import StreamlitPageNotFoundError
 
 from spuraudit.mitigate import METHODS, list_mitigated_models, split_metrics
 from spuraudit.mitigate.data import spurious_labels
 from spuraudit.ui import jobs as ui_jobs
-from spuraudit.ui.nav import page_setup
+from spuraudit.ui.nav import link, page_setup
 from spuraudit.ui.state import load_model, require_features, require_project
 
 JOB_KIND = "mitigate.run"
 
-try:
-    page_setup("Mitigate")
-except StreamlitPageNotFoundError:
-    # Run as its own entry point (streamlit run pages/…, or AppTest.from_file on this file): the
-    # other pages' links only resolve from app.py, so this run goes without the navigation.
-    pass
-
-
-def _link(page: str, label: str, icon: str) -> None:
-    """A link to another page; plain text when this page runs on its own (links resolve from app.py only)."""
-    try:
-        st.page_link(page, label=label, icon=icon)
-    except StreamlitPageNotFoundError:
-        st.caption(f"{icon} {label}: see `{page}`")
+page_setup("Mitigate")
 
 project = require_project()
 store = require_features(project)
@@ -141,7 +127,7 @@ if running or finished:
     for job in finished[:5]:
         _show_finished(job)
     if finished:
-        _link("pages/jobs.py", label="All jobs, with logs and cancel", icon=":material/schedule:")
+        link("pages/jobs.py", label="All jobs, with logs and cancel", icon=":material/schedule:")
 
 st.header("Mitigated models of this project")
 models = list_mitigated_models(project)
@@ -170,7 +156,7 @@ else:
                                    for c in ("test accuracy (%)", "test worst group (%)")},
                                 "seed": st.column_config.NumberColumn(format="%d")})
     st.caption("The first row is the original model, for reference; every other row is a model made from it.")
-    _link("pages/compare.py", label="Compare them with the original model", icon=":material/compare:")
+    link("pages/compare.py", label="Compare them with the original model", icon=":material/compare:")
 
 if method_name != "masktune":
     st.stop()

@@ -14,7 +14,6 @@ import json
 
 import numpy as np
 import streamlit as st
-from streamlit.errors import StreamlitPageNotFoundError
 
 from spuraudit.audit import Audit
 from spuraudit.autolabel import MACHINE_PREFIX, AutoLabelError, ensure_job_kinds, last_run_key, make_labeler
@@ -45,12 +44,7 @@ from spuraudit.ui.widgets import cached_attack, cached_pair_evidence, image_row,
 
 EVIDENCE_PX = 84  # top images, NAMs and attacks: the default 8 per row fit the evidence column on one line
 
-try:
-    page_setup("Review features")
-except StreamlitPageNotFoundError:
-    # Run as its own entry point (streamlit run pages/review.py, or AppTest.from_file on this file):
-    # the other pages' links only resolve from app.py, so this run goes without the navigation.
-    pass
+page_setup("Review features")
 project = require_project()
 feature_store = require_features(project)
 audit = Audit(project, feature_store)

@@ -130,19 +130,6 @@ def _settle(page, ms: int = 600) -> None:
     page.locator("[data-testid='stStatusWidget']").wait_for(state="hidden", timeout=LONG)
 
 
-def _whole_page(page, name: str) -> Path:
-    """A screenshot of the whole page: Streamlit scrolls inside its main block, so grow the viewport to fit."""
-    viewport = page.viewport_size
-    height = page.evaluate("() => { const m = document.querySelector(\"[data-testid='stMain']\");"
-                           " return m ? m.scrollHeight : document.body.scrollHeight; }")
-    page.set_viewport_size({"width": viewport["width"], "height": min(max(int(height) + 40, viewport["height"]), 6000)})
-    page.wait_for_timeout(800)  # let charts and images lay out at the new size
-    try:
-        return screenshot(page, name)
-    finally:
-        page.set_viewport_size(viewport)
-
-
 _T0 = [time.monotonic()]
 
 
@@ -234,7 +221,7 @@ def test_upload_dataset_and_checkpoint_then_see_features_in_chromium(tmp_path):
 
             project_name = _widget(page, "stTextInput", "Project name").locator("input")
             assert project_name.input_value() == "shapes"  # named after the uploaded file
-            _whole_page(page, "upload-preview")
+            screenshot(page, "upload-preview")
 
             # 4. Create the project; the extraction runs as a background job.
             _step("class names checked")
@@ -268,7 +255,7 @@ def test_upload_dataset_and_checkpoint_then_see_features_in_chromium(tmp_path):
             assert all(shown.nth(i).evaluate("img => img.complete && img.naturalWidth > 0")
                        for i in range(shown.count()))
             assert page.locator("[data-testid='stImage'] img:visible").count() >= 4 * 5  # five features' rows
-            shot = _whole_page(page, "upload-features")
+            shot = screenshot(page, "upload-features")
             assert shot.stat().st_size > 20_000
         from spuraudit.jobs import JobQueue
 

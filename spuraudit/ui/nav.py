@@ -5,6 +5,7 @@ from __future__ import annotations
 from pathlib import Path
 
 import streamlit as st
+from streamlit.errors import StreamlitPageNotFoundError
 
 REPO = Path(__file__).resolve().parents[2]
 
@@ -22,7 +23,8 @@ PAGES = [
 
 
 def page_setup(title: str) -> None:
-    """Call first on every page."""
+    """Call first on every page. A page run as its own entry point (`streamlit run pages/…`, or
+    `AppTest.from_file` on it) goes without the navigation: links resolve from app.py only."""
     st.set_page_config(page_title=f"{title} · spuraudit", page_icon=":material/manage_search:", layout="wide")
     with st.sidebar:
         st.markdown("### :material/manage_search: spuraudit")
@@ -33,5 +35,16 @@ def page_setup(title: str) -> None:
             if sec != section:
                 st.caption(sec.upper())
                 section = sec
-            st.page_link(script, label=label, icon=icon)
+            try:
+                st.page_link(script, label=label, icon=icon)
+            except StreamlitPageNotFoundError:
+                return
         st.divider()
+
+
+def link(script: str, label: str, icon: str) -> None:
+    """A link to another page; plain text when this page runs on its own."""
+    try:
+        st.page_link(script, label=label, icon=icon)
+    except StreamlitPageNotFoundError:
+        st.caption(f"{label}: see `{script}`")
