@@ -36,16 +36,18 @@ cam_method = st.sidebar.selectbox("CAM method", list(CAM_METHODS), key="cam_meth
 annotator = st.sidebar.text_input("Your name (for labels)", value=project.settings.get("annotator") or "",
                                   key="annotator")
 
-top = audit.top_features(class_index, k=k, split=split, mode=mode, triage_k=project.settings.get("triage_k", 25))
+triage_k = int(project.settings.get("triage_k", 25))
+top = audit.top_features(class_index, k=k, split=split, mode=mode, triage_k=triage_k)
 if top.empty:
     st.warning("No images in S_c for this class and split: try another image set or split.")
     st.stop()
 
 st.markdown(
     f"Class **{audit.class_names[class_index]}**: importance `I[c,d]` = mean of `r_d(x)·W[c,d]` over "
-    f"the {mode} images of the {split or 'whole'} split. The triage gap is the class's accuracy on its 25 "
-    "images with the highest activation minus on the 25 with the lowest: a large |gap| flags a feature "
-    "whose presence changes the model's success."
+    f"the {mode} images of the {split or 'whole'} split. The triage gap is the class's accuracy on its "
+    f"{triage_k} images with the highest activation minus on the {triage_k} with the lowest (fewer when the "
+    "class has fewer than twice as many): a large |gap| flags a feature whose presence changes the model's "
+    "success."
 )
 colors = {"spurious": "#d62728", "core": "#2ca02c", "ambiguous": "#ff7f0e", "unlabelled": "#7f7f7f"}
 fig = px.bar(top, x=top["feature"].map(lambda d: f"#{d}"), y="importance", color="label",
