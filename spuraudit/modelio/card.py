@@ -102,12 +102,19 @@ def load_model(folder: str | Path, trust_pickle: bool = False) -> tuple[AuditMod
 
 def save_model(model: AuditModel | nn.Module, card: ModelCard, folder: str | Path) -> Path:
     """Write weights and card atomically: the folder appears complete or not at all."""
+    state = network_state(model) if isinstance(model, AuditModel) else model.state_dict()
+    return write_model_folder(
+        folder, card, lambda tmp: torch.save({k: v.detach().cpu() for k, v in state.items()}, tmp / card.weights))
+
+
+def write_model_folder(folder: str | Path, card: ModelCard, write_weights) -> Path:
+    """Fill a temporary sibling folder (`write_weights(tmp)`, then the card) and rename it into place, so a
+    model folder appears complete or not at all, whatever kind of weights file it holds."""
     folder = Path(folder)
     folder.parent.mkdir(parents=True, exist_ok=True)
-    state = network_state(model) if isinstance(model, AuditModel) else model.state_dict()
     tmp = Path(tempfile.mkdtemp(prefix=f".tmp-{folder.name}-", dir=folder.parent))
     try:
-        torch.save({k: v.detach().cpu() for k, v in state.items()}, tmp / card.weights)
+        write_weights(tmp)
         (tmp / CARD_FILE).write_text(card.to_yaml())
         if folder.exists():
             shutil.rmtree(folder)

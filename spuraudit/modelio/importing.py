@@ -8,13 +8,11 @@ TorchScript ones included.
 
 from __future__ import annotations
 
-import os
 import shutil
-import tempfile
 from pathlib import Path
 
 from .adapter import AuditModel
-from .card import CARD_FILE, ModelCard, build_audit_model, save_model
+from .card import ModelCard, build_audit_model, save_model, write_model_folder
 from .checkpoint import CheckpointError, read_checkpoint
 from .registry import get_architecture
 
@@ -34,17 +32,7 @@ def _import_torchscript(checkpoint: Path, card: ModelCard, folder: Path) -> tupl
         )
     card.options = {**options, "script": SCRIPT_FILE}
     card.weights = SCRIPT_FILE
-    folder.parent.mkdir(parents=True, exist_ok=True)
-    tmp = Path(tempfile.mkdtemp(prefix=f".tmp-{folder.name}-", dir=folder.parent))
-    try:
-        shutil.copyfile(checkpoint, tmp / SCRIPT_FILE)
-        (tmp / CARD_FILE).write_text(card.to_yaml())
-        if folder.exists():
-            shutil.rmtree(folder)
-        os.replace(tmp, folder)
-    except BaseException:
-        shutil.rmtree(tmp, ignore_errors=True)
-        raise
+    write_model_folder(folder, card, lambda tmp: shutil.copyfile(checkpoint, tmp / SCRIPT_FILE))
     model = build_torchscript_model(folder / SCRIPT_FILE, card.mean, card.std, card.options, card.input_size)
     return model, card
 
