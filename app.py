@@ -67,7 +67,7 @@ def _open_own_data() -> None:
         trust = st.checkbox("I trust this checkpoint file (allow full pickle loading, which can run code)")
         submitted = st.form_submit_button("Create project and extract features", type="primary")
     if submitted:
-        from spuraudit.ui.create import create_project
+        from spuraudit.create import create_project
 
         try:
             created = create_project(name, data, groups, arch, checkpoint, int(size), mean, std, trust)

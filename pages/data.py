@@ -10,7 +10,7 @@ import streamlit as st
 from spuraudit import paths
 from spuraudit.data.table import DatasetError
 from spuraudit.modelio import CheckpointError
-from spuraudit.ui.create import (
+from spuraudit.create import (
     PROBE_JOB_KIND,
     ClassMismatchError,
     architecture_choices,

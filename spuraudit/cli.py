@@ -87,8 +87,8 @@ def cmd_demo(args):
 
 
 def cmd_create(args):
-    """The same checks and steps as the app's "Add data & model" page (`spuraudit.ui.create`)."""
-    from .ui.create import create_project
+    """The same checks and steps as the app's "Add data & model" page (`spuraudit.create`)."""
+    from .create import create_project
 
     options = {k: v for k, v in (("feature_layer", args.feature_layer), ("head", args.head)) if v}
     bar = _Bar("create", args.json)

@@ -16,7 +16,7 @@ import torch
 
 from spuraudit.modelio import ModelCard, build_audit_model, load_model, read_checkpoint
 from spuraudit.modelio.cifar_resnet import CIFAR_RESNET_DEPTHS, CifarResNet
-from spuraudit.ui.create import create_project
+from spuraudit.create import create_project
 
 SHARED = Path(__file__).resolve().parents[1].parent / "shared" / "data"
 CIFAR_TEST = SHARED / "cifar10" / "test"

@@ -18,7 +18,7 @@ from spuraudit.modelio import CheckpointError, ModelCard, UntrustedPickleError, 
 from spuraudit.modelio.digitnet import DigitNet
 from spuraudit.modelio.linear_probe import fit_linear_head, fit_linear_probe, split_for_probe
 from spuraudit.project import Project
-from spuraudit.ui.create import (
+from spuraudit.create import (
     ClassMismatchError,
     architecture_choices,
     architecture_defaults,
@@ -320,7 +320,7 @@ def test_linear_probe_project_as_a_background_job(colour_folder, tmp_path, monke
     """The page queues linear probes as a job; run the same job function here in-process."""
     import spuraudit.modelio.registry as registry
     from spuraudit.jobs import LocalContext
-    from spuraudit.ui.create import create_project_job
+    from spuraudit.create import create_project_job
 
     monkeypatch.setitem(registry._REGISTRY, "test:digitnet8", registry.Architecture(
         name="test:digitnet8", build=lambda n: DigitNet(n, width=8),

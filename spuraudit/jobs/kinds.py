@@ -22,7 +22,7 @@ KINDS: dict[str, str] = {
     "mitigate.run": "spuraudit.mitigate.jobs:run_mitigation_job",
     "autolabel.run": "spuraudit.autolabel.base:run_autolabel_job",
     "autolabel.concepts": "spuraudit.autolabel.clip:concept_scores_job",
-    "project.create": "spuraudit.ui.create:create_project_job",
+    "project.create": "spuraudit.create:create_project_job",
 }
 
 

@@ -24,14 +24,14 @@ from typing import BinaryIO, Callable, Sequence
 import numpy as np
 import pandas as pd
 
-from .. import paths
-from ..data import read_imagefolder, read_manifest
-from ..data.archive import DatasetLayout, detect_layout, extract_zip
-from ..data.manifest import LABEL_COLUMNS, MASK_COLUMNS, PATH_COLUMNS
-from ..data.table import DatasetError, ImageTable
-from ..modelio import ModelCard
-from ..modelio.inspection import CheckpointSummary, summarize_checkpoint
-from ..project import Project
+from . import paths
+from .data import read_imagefolder, read_manifest
+from .data.archive import DatasetLayout, detect_layout, extract_zip
+from .data.manifest import LABEL_COLUMNS, MASK_COLUMNS, PATH_COLUMNS
+from .data.table import DatasetError, ImageTable
+from .modelio import ModelCard
+from .modelio.inspection import CheckpointSummary, summarize_checkpoint
+from .project import Project
 
 Progress = Callable[[float, str], None]
 UPLOADS = "uploads"
@@ -164,7 +164,7 @@ def preview_dataset(path: str | Path, group_columns: Sequence[str] = (), verify:
 # ---- model checks ----------------------------------------------------------------------------------
 def architecture_choices(include_timm: bool = True) -> list[str]:
     """Every architecture name for the picker: spuraudit's own and TorchScript first, then torchvision, timm."""
-    from ..modelio.registry import architecture_names
+    from .modelio.registry import architecture_names
 
     names = architecture_names(include_timm=include_timm)
     first = [n for n in names if not n.startswith(("torchvision:", "timm:"))]
@@ -173,7 +173,7 @@ def architecture_choices(include_timm: bool = True) -> list[str]:
 
 def architecture_defaults(name: str) -> dict:
     """Input size and normalisation the architecture's usual weights expect, to prefill the form."""
-    from ..modelio.registry import get_architecture
+    from .modelio.registry import get_architecture
 
     arch = get_architecture(name)
     return {
@@ -334,8 +334,8 @@ def create_project(
     relative image paths start (default: the CSV's folder). Raises `DatasetError`,
     `CheckpointError` or `ClassMismatchError` with a message that names the problem and the fix.
     """
-    from ..modelio.importing import import_model
-    from ..modelio.linear_probe import fit_linear_probe, split_for_probe
+    from .modelio.importing import import_model
+    from .modelio.linear_probe import fit_linear_probe, split_for_probe
 
     say = progress or (lambda f, m: None)
     if not str(name).strip():
@@ -383,7 +383,7 @@ def create_project(
     else:
         summary = inspect_model(checkpoint_path, arch, trust_pickle, model_options, int(size))
         if summary.refusal:
-            from ..modelio import CheckpointError, UntrustedPickleError
+            from .modelio import CheckpointError, UntrustedPickleError
 
             raise (UntrustedPickleError if summary.needs_trust else CheckpointError)(summary.refusal)
         model_names = resolve_class_names(summary.num_classes, parse_class_names(class_names), table.class_names)
@@ -395,7 +395,7 @@ def create_project(
     return Project.create(name, table, folder, base=base)
 
 
-PROBE_JOB_KIND = "spuraudit.ui.create:create_project_job"
+PROBE_JOB_KIND = "spuraudit.create:create_project_job"
 
 
 def create_project_job(ctx, extract: bool = True, **params) -> dict:
