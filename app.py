@@ -10,6 +10,7 @@ import plotly.express as px
 import streamlit as st
 
 from spuraudit import paths
+from spuraudit.jobs.kinds import DEMO_BUILD, FEATURES_EXTRACT
 from spuraudit.project import list_projects
 from spuraudit.ui import jobs as ui_jobs
 from spuraudit.ui.nav import page_setup
@@ -40,7 +41,7 @@ if not list_projects():
         "it, and measure how much the model relies on it."
     )
     if not running and st.button("Build the demo", type="primary", icon=":material/rocket_launch:"):
-        ui_jobs.submit("demo.build", {"base": str(paths.home())}, "Build the demo")
+        ui_jobs.submit(DEMO_BUILD, {"base": str(paths.home())}, "Build the demo")
         st.rerun()
 
 
@@ -76,7 +77,7 @@ def _open_own_data() -> None:
             return
         st.session_state["project"] = created.folder.name
         st.query_params["project"] = created.folder.name
-        ui_jobs.submit("features.extract", {"project": str(created.folder)}, f"Extract features: {created.name}")
+        ui_jobs.submit(FEATURES_EXTRACT, {"project": str(created.folder)}, f"Extract features: {created.name}")
         st.rerun()
 
 
@@ -100,7 +101,7 @@ c4.metric("Features per image", model.num_features)
 if store is None:
     st.warning("Features are not extracted yet for this model and dataset.")
     if not running and st.button("Extract features", type="primary"):
-        ui_jobs.submit("features.extract", {"project": str(project.folder)}, f"Extract features: {project.name}")
+        ui_jobs.submit(FEATURES_EXTRACT, {"project": str(project.folder)}, f"Extract features: {project.name}")
         st.rerun()
 else:
     from spuraudit.audit import Audit

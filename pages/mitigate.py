@@ -13,7 +13,7 @@ from spuraudit.ui import jobs as ui_jobs
 from spuraudit.ui.nav import link, page_setup
 from spuraudit.ui.state import load_model, require_features, require_project
 
-JOB_KIND = "mitigate.run"
+from spuraudit.jobs.kinds import MITIGATE_RUN as JOB_KIND
 
 page_setup("Mitigate")
 

@@ -31,6 +31,7 @@ from spuraudit.autolabel.review_queue import (
 )
 from spuraudit.data.images import load_rgb
 from spuraudit.explain import upscale_for_display
+from spuraudit.jobs.kinds import AUTOLABEL_CONCEPTS, AUTOLABEL_RUN
 from spuraudit.labels import (
     SalientCSVError,
     export_labels_json,
@@ -294,7 +295,7 @@ def _submit(labeler: str, options: dict, title: str) -> None:
     ui_jobs = _jobs_module()
     if ui_jobs is None:
         return
-    job_id = ui_jobs.submit("autolabel.run", {"project": str(project.folder), "labeler": labeler,
+    job_id = ui_jobs.submit(AUTOLABEL_RUN, {"project": str(project.folder), "labeler": labeler,
                                               "options": options}, title)
     st.session_state.setdefault("review_jobs", []).append(job_id)
     st.rerun()
@@ -319,7 +320,7 @@ def _show_jobs() -> None:
             mine.append(queue.get(job_id))
         except KeyError:  # the job database was reset meanwhile
             continue
-    active = {j.id for kind in ("autolabel.run", "autolabel.concepts") for j in ui_jobs.active_jobs(kind)}
+    active = {j.id for kind in (AUTOLABEL_RUN, AUTOLABEL_CONCEPTS) for j in ui_jobs.active_jobs(kind)}
     active |= {j.id for j in mine if j.status in ("queued", "running")}
     for job in mine:
         if job.id not in active:
@@ -406,7 +407,7 @@ with concept_tab:
         if not concepts_text.strip():
             st.error("Name at least one concept in the CLIP tab.")
         elif ui_jobs is not None:
-            job_id = ui_jobs.submit("autolabel.concepts", {"project": str(project.folder), "options": {
+            job_id = ui_jobs.submit(AUTOLABEL_CONCEPTS, {"project": str(project.folder), "options": {
                 "concepts": concepts_text, "model_name": clip_model, "pretrained": pretrained,
                 "split": split}}, f"CLIP concept scores: {project.name}")
             st.session_state.setdefault("review_jobs", []).append(job_id)

@@ -9,6 +9,7 @@ import sys
 from pathlib import Path
 
 from . import paths
+from .jobs.kinds import DEMO_BUILD
 
 
 # ---- output helpers ------------------------------------------------------------------------
@@ -309,8 +310,8 @@ def cmd_app(args):
 
         queue = JobQueue(paths.jobs_db())
         queue.recover_stale()
-        if not any(j.kind == "demo.build" and j.status in ("queued", "running") for j in queue.list()):
-            queue.submit("demo.build", {"base": str(paths.home())}, title="Build the demo")
+        if not any(j.kind == DEMO_BUILD and j.status in ("queued", "running") for j in queue.list()):
+            queue.submit(DEMO_BUILD, {"base": str(paths.home())}, title="Build the demo")
         ensure_worker(paths.jobs_db())
         print("building the demo in the background; the app's Home page shows its progress", file=sys.stderr)
     app = Path(__file__).resolve().parent.parent / "app.py"

@@ -19,7 +19,7 @@ import shutil
 import tempfile
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import BinaryIO, Callable, Sequence
+from typing import BinaryIO, Sequence
 
 import numpy as np
 import pandas as pd
@@ -32,8 +32,9 @@ from .data.table import DatasetError, ImageTable
 from .modelio import ModelCard
 from .modelio.inspection import CheckpointSummary, summarize_checkpoint
 from .project import Project
+from .jobs.kinds import PROJECT_CREATE
 
-Progress = Callable[[float, str], None]
+from .common import Progress  # noqa: F401  (re-exported for callers)
 UPLOADS = "uploads"
 
 
@@ -395,7 +396,7 @@ def create_project(
     return Project.create(name, table, folder, base=base)
 
 
-PROBE_JOB_KIND = "spuraudit.create:create_project_job"
+PROBE_JOB_KIND = PROJECT_CREATE  # kept for callers that imported the old name
 
 
 def create_project_job(ctx, extract: bool = True, **params) -> dict:

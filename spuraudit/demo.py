@@ -5,7 +5,6 @@ from __future__ import annotations
 import shutil
 import time
 from pathlib import Path
-from typing import Callable
 
 import torch
 
@@ -21,7 +20,7 @@ DEMO_SIZES = (3000, 1000, 1000)  # train, val, test out of the 5,000 bundled dig
 DEMO_BIAS = BiasSpec(cue_rate_class0=0.98, cue_rate_class1=0.02)
 DEMO_EPOCHS = 6
 
-Progress = Callable[[float, str], None]
+from .common import Progress  # noqa: F401  (re-exported for callers)
 
 
 def _stage(progress: Progress | None, start: float, end: float) -> Progress:

@@ -10,13 +10,13 @@
 from __future__ import annotations
 
 import json
-import os
 from dataclasses import dataclass, field
 from functools import cached_property
 from pathlib import Path
 from typing import Callable
 
 from . import paths
+from .atomic import clean_stale_temp, write_text_atomic
 from .data.table import ImageTable
 from .features import FeatureStore, extract_features, store_key
 from .modelio import AuditModel, ModelCard, load_model, weights_hash
@@ -51,6 +51,8 @@ class Project:
         file = folder / PROJECT_FILE
         if not file.is_file():
             raise ProjectError(f"{folder}: no {PROJECT_FILE}; not a spuraudit project.")
+        for part in (folder, folder / "features"):  # what writers killed mid-way left behind
+            clean_stale_temp(part)
         data = json.loads(file.read_text())
         settings = {**DEFAULT_SETTINGS, **data.get("settings", {})}
         return cls(folder=folder, name=data["name"], model=data["model"], settings=settings)
@@ -78,9 +80,7 @@ class Project:
 
     def save(self) -> None:
         data = {"name": self.name, "model": self.model, "settings": self.settings}
-        tmp = self.folder / (PROJECT_FILE + ".tmp")
-        tmp.write_text(json.dumps(data, indent=1))
-        os.replace(tmp, self.folder / PROJECT_FILE)
+        write_text_atomic(self.folder / PROJECT_FILE, json.dumps(data, indent=1))
 
     def update_settings(self, **changes) -> None:
         self.settings.update(changes)

@@ -7,7 +7,8 @@ import signal
 import time
 from pathlib import Path
 
-from spuraudit.jobs import JobContext, atomic_output_dir
+from spuraudit.atomic import atomic_dir
+from spuraudit.jobs import JobContext
 
 
 def _touch(path: str | None, text: str = "") -> None:
@@ -76,7 +77,7 @@ def stubborn(ctx: JobContext, seconds: float = 60.0, marker: str | None = None) 
 
 def write_output(ctx: JobContext, final: str, marker: str | None = None, seconds: float = 60.0) -> dict:
     """Write a model-like folder atomically, slowly: half of it, then wait, then the rest."""
-    with atomic_output_dir(final) as tmp:
+    with atomic_dir(final) as tmp:
         (tmp / "weights.bin").write_bytes(b"\0" * 1024)
         ctx.progress(0.5, "half written")
         _touch(marker)

@@ -1,4 +1,4 @@
-"""The job queue, job context, kinds and atomic output folders, in this process (no workers)."""
+"""The job queue, job context and kinds, in this process (no workers)."""
 
 from __future__ import annotations
 
@@ -12,8 +12,8 @@ from contextlib import closing
 
 import pytest
 
-from spuraudit.jobs import (JobCancelled, JobContext, JobQueue, LocalContext, UnknownJobKind, atomic_output_dir,
-                            clean_stale_temp_dirs, register_kind, resolve_kind)
+from spuraudit.jobs import (JobCancelled, JobContext, JobQueue, LocalContext, UnknownJobKind, register_kind,
+                            resolve_kind)
 from spuraudit.jobs.kinds import KINDS
 from spuraudit.jobs.util import pid_alive
 
@@ -187,39 +187,6 @@ def test_local_context_runs_a_job_function_without_a_queue(tmp_path):
     result = steps(ctx, n=3, delay=0)
     assert result["sum"] == 3 and ctx.reports[-1] == (1.0, "step 3/3")
     assert "step 2" in ctx.log_path.read_text()
-
-
-def test_atomic_output_dir(tmp_path):
-    final = tmp_path / "models" / "m1"
-    with atomic_output_dir(final) as tmp:
-        assert tmp.name.startswith(".tmp-m1.") and tmp.parent == final.parent
-        (tmp / "a.txt").write_text("a")
-        assert not final.exists()
-    assert (final / "a.txt").read_text() == "a" and not tmp.exists()
-
-    with pytest.raises(FileExistsError):
-        with atomic_output_dir(final):
-            pass
-    with pytest.raises(RuntimeError):
-        with atomic_output_dir(tmp_path / "models" / "m2") as tmp:
-            (tmp / "half").write_text("x")
-            raise RuntimeError("failed halfway")
-    assert not (tmp_path / "models" / "m2").exists() and not tmp.exists()
-
-    with atomic_output_dir(final, overwrite=True) as tmp:
-        (tmp / "b.txt").write_text("b")
-    assert sorted(p.name for p in final.iterdir()) == ["b.txt"]
-    assert sorted(p.name for p in final.parent.iterdir()) == ["m1"]
-
-
-def test_clean_stale_temp_dirs_keeps_live_ones(tmp_path):
-    dead = tmp_path / f".tmp-model.{_dead_pid()}.0123abcd"
-    live = tmp_path / f".tmp-other.{os.getpid()}.0123abcd"
-    keep = tmp_path / "model"
-    for folder in (dead, live, keep):
-        folder.mkdir()
-    assert clean_stale_temp_dirs(tmp_path) == [dead]
-    assert live.exists() and keep.exists() and not dead.exists()
 
 
 def test_pid_alive():

@@ -9,7 +9,8 @@ from pathlib import Path
 
 import pytest
 
-from spuraudit.jobs import JobQueue, clean_stale_temp_dirs, ensure_worker, live_workers
+from spuraudit.atomic import clean_stale_temp
+from spuraudit.jobs import JobQueue, ensure_worker, live_workers
 from spuraudit.jobs.util import pid_alive
 from tests.jobfuncs import REPO_ROOT, start_worker, stop_process, wait_for
 
@@ -177,8 +178,9 @@ def test_killed_worker_and_job_leave_no_output_and_a_failed_job(db, worker, tmp_
     assert job.status == "failed" and job.message == "worker died"
     assert not final.exists()
     leftovers = [p.name for p in final.parent.iterdir()]
-    assert len(leftovers) == 1 and leftovers[0].startswith(".tmp-fine-tuned.")  # obviously temporary
-    assert [p.name for p in clean_stale_temp_dirs(final.parent)] == leftovers
+    assert len(leftovers) == 1 and leftovers[0].startswith(".tmp-fine-tuned-")  # obviously temporary
+    assert clean_stale_temp(final.parent) == []  # too recent: it might still be written
+    assert [p.name for p in clean_stale_temp(final.parent, grace_seconds=0)] == leftovers
     assert list(final.parent.iterdir()) == []
     assert "worker died" in Path(job.log_path).read_text()
 

@@ -18,13 +18,12 @@ from __future__ import annotations
 import importlib
 from typing import TYPE_CHECKING, Any
 
+from ..jobs.kinds import AUTOLABEL_CONCEPTS, AUTOLABEL_RUN, KINDS
+
 MACHINE_PREFIX = "auto:"
 
 # Job kinds and the import paths of their functions (entries of `spuraudit.jobs.kinds.KINDS`).
-JOB_KINDS = {
-    "autolabel.run": "spuraudit.autolabel.base:run_autolabel_job",
-    "autolabel.concepts": "spuraudit.autolabel.clip:concept_scores_job",
-}
+JOB_KINDS = {kind: KINDS[kind] for kind in (AUTOLABEL_RUN, AUTOLABEL_CONCEPTS)}
 
 # The registered labelers: name -> "module:class" (one file each).
 LABELER_CLASSES = {

@@ -34,7 +34,7 @@ if TYPE_CHECKING:
     import torch
 
 Pair = tuple[int, int]
-Progress = Callable[[float, str], None]
+from ..common import Progress  # noqa: F401  (re-exported for callers)
 
 DEFAULT_IMAGES_PER_PAIR = 8  # the Spuriosity Rankings grid shows 8 top images per feature
 

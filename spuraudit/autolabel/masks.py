@@ -13,14 +13,12 @@ from typing import TYPE_CHECKING, Any, Callable, Mapping
 
 import numpy as np
 
+from ..common import IMAGENET_MEAN, IMAGENET_STD  # torchvision's segmentation models expect these
 from .base import AutoLabelError
 
 if TYPE_CHECKING:  # torch is imported where it is used, so the command-line options load without it
     import torch
 
-# torchvision's segmentation models were trained on ImageNet-normalised inputs.
-IMAGENET_MEAN = (0.485, 0.456, 0.406)
-IMAGENET_STD = (0.229, 0.224, 0.225)
 FOREGROUND = "foreground"  # every segmentation class except 0 (background in VOC and COCO-with-VOC labels)
 
 SEGMENTATION_ARCHITECTURES = (

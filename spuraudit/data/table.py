@@ -11,6 +11,8 @@ from pathlib import Path
 import numpy as np
 import pandas as pd
 
+from ..atomic import write_text_atomic
+
 TABLE_CSV = "dataset.csv"
 TABLE_META = "dataset.json"
 SPLITS = ("train", "val", "test", "all")
@@ -100,18 +102,14 @@ class ImageTable:
     def save(self, folder: str | Path) -> None:
         folder = Path(folder)
         folder.mkdir(parents=True, exist_ok=True)
-        tmp = folder / (TABLE_CSV + ".tmp")
-        self.frame.to_csv(tmp, index=False)
-        os.replace(tmp, folder / TABLE_CSV)
+        write_text_atomic(folder / TABLE_CSV, self.frame.to_csv(index=False))
         meta = {
             "class_names": self.class_names,
             "group_columns": self.group_columns,
             "skipped": [list(s) for s in self.skipped],
             "source": self.source,
         }
-        tmp = folder / (TABLE_META + ".tmp")
-        tmp.write_text(json.dumps(meta, indent=1))
-        os.replace(tmp, folder / TABLE_META)
+        write_text_atomic(folder / TABLE_META, json.dumps(meta, indent=1))
 
     @classmethod
     def load(cls, folder: str | Path) -> "ImageTable":

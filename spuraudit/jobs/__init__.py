@@ -17,7 +17,6 @@ A job function: `fn(ctx: JobContext, **params) -> dict | None` (see `context` an
 
 from __future__ import annotations
 
-from .atomic import atomic_output_dir, clean_stale_temp_dirs
 from .context import JobCancelled, JobContext, LocalContext
 from .job import ACTIVE, CANCELLED, DONE, FAILED, FINISHED, QUEUED, RUNNING, STATUSES, Job
 from .kinds import KINDS, UnknownJobKind, register_kind, resolve_kind
@@ -27,7 +26,7 @@ from .queue import JobQueue
 __all__ = [
     "ACTIVE", "CANCELLED", "DONE", "FAILED", "FINISHED", "KINDS", "QUEUED", "RUNNING", "STATUSES",
     "Job", "JobCancelled", "JobContext", "JobQueue", "LocalContext", "UnknownJobKind",
-    "atomic_output_dir", "clean_stale_temp_dirs", "ensure_worker", "live_workers", "register_kind",
+    "ensure_worker", "live_workers", "register_kind",
     "resolve_kind", "run_worker", "start_worker_process", "worker_log_path", "worker_main",
 ]
 

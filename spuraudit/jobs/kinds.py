@@ -16,13 +16,21 @@ import importlib
 from collections.abc import Callable
 from typing import Any
 
+# The built-in kinds, named once; pages, the CLI and tests submit jobs with these constants.
+DEMO_BUILD = "demo.build"
+FEATURES_EXTRACT = "features.extract"
+MITIGATE_RUN = "mitigate.run"
+AUTOLABEL_RUN = "autolabel.run"
+AUTOLABEL_CONCEPTS = "autolabel.concepts"
+PROJECT_CREATE = "project.create"
+
 KINDS: dict[str, str] = {
-    "demo.build": "spuraudit.tasks:build_demo_job",
-    "features.extract": "spuraudit.tasks:extract_features_job",
-    "mitigate.run": "spuraudit.mitigate.jobs:run_mitigation_job",
-    "autolabel.run": "spuraudit.autolabel.base:run_autolabel_job",
-    "autolabel.concepts": "spuraudit.autolabel.clip:concept_scores_job",
-    "project.create": "spuraudit.create:create_project_job",
+    DEMO_BUILD: "spuraudit.tasks:build_demo_job",
+    FEATURES_EXTRACT: "spuraudit.tasks:extract_features_job",
+    MITIGATE_RUN: "spuraudit.mitigate.jobs:run_mitigation_job",
+    AUTOLABEL_RUN: "spuraudit.autolabel.base:run_autolabel_job",
+    AUTOLABEL_CONCEPTS: "spuraudit.autolabel.clip:concept_scores_job",
+    PROJECT_CREATE: "spuraudit.create:create_project_job",
 }
 
 

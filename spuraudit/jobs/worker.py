@@ -23,6 +23,8 @@ import time
 from pathlib import Path
 from typing import Any
 
+from .. import paths
+from ..atomic import clean_stale_temp
 from .job import CANCELLED, RUNNING, Job
 from .queue import JobQueue
 from .util import child_env, kill_group, python_executable, signal_name, utc_now
@@ -60,6 +62,7 @@ def run_worker(db_path: str | Path, poll_interval: float = 0.5, idle_exit: float
         signal.signal(signal.SIGINT, on_signal)
 
     queue.register_worker(pid)
+    _clean_leftovers(Path(db_path).parent)
     for job_id in queue.recover_stale():
         _say(f"job {job_id}: its worker had died; marked failed")
     _say(f"serving {queue.db_path}")
@@ -217,6 +220,13 @@ def _spawn_workers(args: argparse.Namespace) -> int:
     signal.signal(signal.SIGINT, forward)
     codes = [p.wait() for p in procs]
     return max((c for c in codes if c > 0), default=0)
+
+
+def _clean_leftovers(home: Path) -> None:
+    """Remove the temporary folders of outputs whose writers were killed (they are never finished)."""
+    for parent in (paths.models_dir(home), paths.projects_dir(home)):
+        for entry in clean_stale_temp(parent):
+            _say(f"removed the unfinished output {entry}")
 
 
 def main(argv: list[str] | None = None) -> int:

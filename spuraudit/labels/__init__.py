@@ -8,7 +8,7 @@ Salient ImageNet's majority rule; `salient_csv` reads and writes Salient ImageNe
 """
 
 from .aggregate import aggregate, aggregate_pair, answer_counts, counted_votes, decide, spurious_map
-from .atomic import write_text_atomic
+from ..atomic import write_text_atomic
 from .json_export import export_labels_json, export_spurious_map, write_json
 from .salient_csv import (
     SALIENT_COLUMNS,

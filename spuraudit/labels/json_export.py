@@ -6,7 +6,7 @@ import json
 from pathlib import Path
 from typing import Any
 
-from .atomic import write_text_atomic
+from ..atomic import write_text_atomic
 from .store import LabelStore
 
 LABELS_JSON_FORMAT = "spuraudit-labels"

@@ -23,7 +23,7 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import BinaryIO, TextIO, Union
 
-from .atomic import write_text_atomic
+from ..atomic import write_text_atomic
 from .store import LabelStore
 from .vote import ANSWERS, MAX_CONFIDENCE, MIN_CONFIDENCE, SOURCE_SALIENT_CSV, NewVote, Vote
 

@@ -11,7 +11,7 @@ from __future__ import annotations
 import random
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import Any, Callable, Sequence
+from typing import Any, Sequence
 
 import numpy as np
 import torch
@@ -19,7 +19,7 @@ import torch
 from ..modelio import AuditModel
 from ..project import Project
 
-Progress = Callable[[float, str], None]
+from ..common import Progress  # noqa: F401  (re-exported for callers)
 
 
 class MitigationError(ValueError):

@@ -13,7 +13,7 @@ from __future__ import annotations
 
 from pathlib import Path
 
-JOB_KIND = "mitigate.run"
+from ..jobs.kinds import MITIGATE_RUN as JOB_KIND
 
 
 def _reporter(ctx):

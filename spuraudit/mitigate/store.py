@@ -13,12 +13,12 @@ from __future__ import annotations
 import json
 import os
 import shutil
-import tempfile
 from pathlib import Path
 
 import numpy as np
 import torch
 
+from ..atomic import atomic_dir
 from ..features import FeatureStore, store_key
 from ..modelio import AuditModel, weights_hash
 from ..project import Project
@@ -55,24 +55,28 @@ def derive_head_store(project: Project, parent: FeatureStore, model: AuditModel,
     bias = bias_t.detach().float().cpu().numpy()
     logits = head_logits(parent.features, weight, bias)
     root.mkdir(parents=True, exist_ok=True)
-    tmp = Path(tempfile.mkdtemp(prefix=f".tmp-{key}-", dir=root))
     try:
-        _link_or_copy(parent.path / "features.npy", tmp / "features.npy")
-        np.save(tmp / "logits.npy", logits)
-        np.save(tmp / "preds.npy", logits.argmax(1).astype(np.int64))
-        np.save(tmp / "head_weight.npy", weight)
-        np.save(tmp / "head_bias.npy", bias)
-        meta = {
-            **{k: v for k, v in parent.meta.items() if k not in ("key", "seconds")},
-            "key": key,
-            "num_classes": int(weight.shape[0]),
-            "derived_from": parent.path.name,
-            "note": "head-only model: features shared with the parent store, logits from the new head",
-        }
-        (tmp / "meta.json").write_text(json.dumps(meta, indent=1))
-        os.replace(tmp, final)
-    except OSError:
-        shutil.rmtree(tmp, ignore_errors=True)
-        if not (final / "meta.json").is_file():  # another process may have written it first
+        with atomic_dir(final) as tmp:
+            _write_head_store(tmp, parent, key, weight, bias, logits)
+    except FileExistsError:
+        if not (final / "meta.json").is_file():  # a folder that is not a finished store is in the way
             raise
     return FeatureStore.open(final)
+
+
+def _write_head_store(tmp: Path, parent: FeatureStore, key: str, weight: np.ndarray, bias: np.ndarray,
+                      logits: np.ndarray) -> None:
+    """Fill a store folder: the parent's features (shared), the new head and what it predicts."""
+    _link_or_copy(parent.path / "features.npy", tmp / "features.npy")
+    np.save(tmp / "logits.npy", logits)
+    np.save(tmp / "preds.npy", logits.argmax(1).astype(np.int64))
+    np.save(tmp / "head_weight.npy", weight)
+    np.save(tmp / "head_bias.npy", bias)
+    meta = {
+        **{k: v for k, v in parent.meta.items() if k not in ("key", "seconds")},
+        "key": key,
+        "num_classes": int(weight.shape[0]),
+        "derived_from": parent.path.name,
+        "note": "head-only model: features shared with the parent store, logits from the new head",
+    }
+    (tmp / "meta.json").write_text(json.dumps(meta, indent=1))

@@ -5,9 +5,6 @@ from __future__ import annotations
 import datetime as dt
 import hashlib
 import json
-import os
-import shutil
-import tempfile
 from dataclasses import asdict, dataclass, field
 from pathlib import Path
 
@@ -15,12 +12,12 @@ import torch
 import yaml
 from torch import nn
 
+from ..atomic import atomic_dir
+from ..common import IMAGENET_MEAN, IMAGENET_STD
 from .adapter import AuditModel
 from .checkpoint import CheckpointError, fit_state_dict, read_checkpoint
 from .registry import get_architecture
 
-IMAGENET_MEAN = [0.485, 0.456, 0.406]
-IMAGENET_STD = [0.229, 0.224, 0.225]
 CARD_FILE = "model.yaml"
 WEIGHTS_FILE = "weights.pt"
 
@@ -111,17 +108,9 @@ def write_model_folder(folder: str | Path, card: ModelCard, write_weights) -> Pa
     """Fill a temporary sibling folder (`write_weights(tmp)`, then the card) and rename it into place, so a
     model folder appears complete or not at all, whatever kind of weights file it holds."""
     folder = Path(folder)
-    folder.parent.mkdir(parents=True, exist_ok=True)
-    tmp = Path(tempfile.mkdtemp(prefix=f".tmp-{folder.name}-", dir=folder.parent))
-    try:
+    with atomic_dir(folder, overwrite=True) as tmp:
         write_weights(tmp)
         (tmp / CARD_FILE).write_text(card.to_yaml())
-        if folder.exists():
-            shutil.rmtree(folder)
-        os.replace(tmp, folder)
-    except BaseException:
-        shutil.rmtree(tmp, ignore_errors=True)
-        raise
     return folder
 
 

@@ -11,7 +11,6 @@ from __future__ import annotations
 
 import tempfile
 from pathlib import Path
-from typing import Callable
 
 import numpy as np
 import torch
@@ -23,7 +22,7 @@ from .checkpoint import CheckpointError, read_checkpoint
 from .inspection import head_weight_key
 from .registry import get_architecture
 
-Progress = Callable[[float, str], None]
+from ..common import Progress  # noqa: F401  (re-exported for callers)
 
 
 def fit_linear_head(

@@ -23,8 +23,7 @@ from torch import nn
 
 from .adapter import GlobalAveragePool
 
-IMAGENET_MEAN = (0.485, 0.456, 0.406)
-IMAGENET_STD = (0.229, 0.224, 0.225)
+from ..common import IMAGENET_MEAN, IMAGENET_STD  # noqa: F401  (re-exported by modelio)
 
 
 class UnknownArchitecture(ValueError):
