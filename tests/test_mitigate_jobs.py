@@ -76,14 +76,14 @@ def test_killed_mid_save_leaves_no_complete_looking_folder(labelled_demo):
     out = models / "killed-mid-save"
     script = textwrap.dedent(f"""
         import os, signal
-        import spuraudit.modelio.card as card
+        import spuraudit.atomic as atomic
         from spuraudit.mitigate import run_mitigation
         from spuraudit.project import Project
 
         def die(src, dst):
             os.kill(os.getpid(), signal.SIGKILL)
 
-        card.os.replace = die
+        atomic.os.rename = die  # the rename that publishes the finished folder
         run_mitigation(Project.open({str(project.folder)!r}), "head_tuning", {{"seed": 0}}, out_folder={str(out)!r})
     """)
     proc = subprocess.run([sys.executable, "-c", script], cwd=REPO, capture_output=True, text=True, timeout=300,
