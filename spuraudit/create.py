@@ -336,7 +336,8 @@ def create_project(
     `CheckpointError` or `ClassMismatchError` with a message that names the problem and the fix.
     """
     from .modelio.importing import import_model
-    from .modelio.linear_probe import fit_linear_probe, split_for_probe
+    from .modelio.linear_probe import split_for_probe
+    from .probe import fit_linear_probe
 
     say = progress or (lambda f, m: None)
     if not str(name).strip():

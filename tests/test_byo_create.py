@@ -16,7 +16,8 @@ from streamlit.testing.v1 import AppTest
 from spuraudit.data.table import DatasetError
 from spuraudit.modelio import CheckpointError, ModelCard, UntrustedPickleError, load_model
 from spuraudit.modelio.digitnet import DigitNet
-from spuraudit.modelio.linear_probe import fit_linear_head, fit_linear_probe, split_for_probe
+from spuraudit.modelio.linear_probe import fit_linear_head, split_for_probe
+from spuraudit.probe import fit_linear_probe
 from spuraudit.project import Project
 from spuraudit.create import (
     ClassMismatchError,

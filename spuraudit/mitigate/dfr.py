@@ -5,11 +5,10 @@ group (class × attribute cell) has the same number of images, and the card repo
 come from the dataset's group columns (e.g. the demo's `square`); without them DFR has nothing to balance
 and refuses.
 
-The default fit is L2-penalised logistic regression on standardised features, averaged over several
-balanced subsamples (each subsample drops different images of the large groups), with the penalty chosen
-on one half of the validation split by worst-group accuracy on the other half. (The DFR paper uses an L1
-penalty; L2 keeps the fit a smooth problem for L-BFGS without extra dependencies.) The alternative fit
-is the SGD head of head tuning, started from the model's own head.
+The default fit is L1-penalised logistic regression on standardised features (as the DFR paper), averaged
+over several balanced subsamples (each subsample drops different images of the large groups), with the
+penalty chosen on one half of the validation split by worst-group accuracy on the other half. The
+alternative fit is the SGD head of head tuning, started from the model's own head.
 """
 
 from __future__ import annotations
@@ -18,8 +17,9 @@ from pathlib import Path
 
 import numpy as np
 import torch
-from torch import nn
 
+from ..analysis.metrics import worst_group_accuracy
+from ..logistic import fit_logistic_head
 from ..modelio import load_model
 from ..project import Project
 from .base import SEED_OPTION, Mitigation, MitigationError, MitigationResult, Option, Progress, seed_everything, stage
@@ -41,32 +41,14 @@ def balanced_sample(groups: np.ndarray, rng: np.random.Generator, per_group: int
     return np.sort(np.concatenate(picks))
 
 
-def fit_logistic(x: torch.Tensor, y: torch.Tensor, num_classes: int, C: float, max_iter: int = 200
-                 ) -> tuple[torch.Tensor, torch.Tensor]:
-    """Multinomial logistic regression with an L2 penalty, scikit-learn's scaling of C.
+def fit_logistic(x: torch.Tensor, y: torch.Tensor, num_classes: int, C: float) -> tuple[torch.Tensor, torch.Tensor]:
+    """DFR's head fit: L1-penalised multinomial logistic regression (`spuraudit.logistic`), as torch tensors.
 
-    Minimises C · Σ_i CE(W x_i + b, y_i) + ½ ||W||², i.e. mean CE + ||W||² / (2 C n).
-    x: float [n, D] (standardised); y: int [n]. Returns W [C, D], b [C].
+    x: float [n, D] raw features; y: int [n]. Returns W [num_classes, D], b [num_classes] for the raw
+    features.
     """
-    n, d = x.shape
-    w = torch.zeros(num_classes, d, requires_grad=True)
-    b = torch.zeros(num_classes, requires_grad=True)
-    opt = torch.optim.LBFGS([w, b], lr=1.0, max_iter=max_iter, tolerance_grad=1e-6, line_search_fn="strong_wolfe")
-    loss_fn = nn.CrossEntropyLoss()
-
-    def closure():
-        opt.zero_grad()
-        loss = loss_fn(x @ w.T + b, y) + (w * w).sum() / (2.0 * C * n)
-        loss.backward()
-        return loss
-
-    opt.step(closure)
-    return w.detach(), b.detach()
-
-
-def _worst_group(pred: torch.Tensor, y: torch.Tensor, groups: np.ndarray) -> float:
-    correct = (pred == y).numpy()
-    return min(100.0 * correct[groups == g].mean() for g in np.unique(groups))
+    w, b = fit_logistic_head(x.numpy(), y.numpy(), num_classes, C, penalty="l1")
+    return torch.from_numpy(w), torch.from_numpy(b)
 
 
 class DeepFeatureReweighting(Mitigation):
@@ -79,10 +61,10 @@ class DeepFeatureReweighting(Mitigation):
     )
     head_only = True
     options = (
-        Option("fit", "logistic", "'logistic': L2 logistic regression on standardised features (DFR); 'sgd_head': "
+        Option("fit", "logistic", "'logistic': L1 logistic regression on standardised features (DFR); 'sgd_head': "
                                   "the SGD head of head tuning, from the model's own head.",
                choices=("logistic", "sgd_head")),
-        Option("C", 0.0, "Inverse L2 strength of the logistic fit; 0 = choose from "
+        Option("C", 0.0, "Inverse L1 strength of the logistic fit; 0 = choose from "
                          f"{list(C_GRID)} by worst-group accuracy on half of the validation split.", minimum=0.0),
         Option("n_subsamples", 10, "Balanced subsamples to fit and average (each drops different images of the "
                                    "larger groups).", minimum=1),
@@ -125,24 +107,18 @@ class DeepFeatureReweighting(Mitigation):
         }
         report = stage(progress, 0.1, 1.0)
         if options["fit"] == "logistic":
-            mean, std = x.mean(0), x.std(0)
-            std = torch.where(std > 0, std, torch.ones_like(std))  # constant features: leave them at 0
-            z = (x - mean) / std
             C = options["C"]
             if C <= 0:
-                C, scores = self._choose_C(z, y, groups, num_classes, options["n_subsamples"], rng, report)
+                C, scores = self._choose_C(x, y, groups, num_classes, options["n_subsamples"], rng, report)
                 metrics["C_worst_group_on_half_val"] = {str(c): round(s, 2) for c, s in scores.items()}
             weights, biases = [], []
             for r in range(options["n_subsamples"]):
                 pick = balanced_sample(groups, rng)
-                w, b = fit_logistic(z[pick], y[pick], num_classes, C)
+                w, b = fit_logistic(x[pick], y[pick], num_classes, C)
                 weights.append(w)
                 biases.append(b)
                 report(0.5 + 0.5 * (r + 1) / options["n_subsamples"], f"fitted subsample {r + 1}")
-            w, b = torch.stack(weights).mean(0), torch.stack(biases).mean(0)
-            # Fold the standardisation into the head: W (x - μ)/σ + b = (W/σ) x + (b - (W/σ) μ).
-            head_w = w / std
-            head_b = b - head_w @ mean
+            head_w, head_b = torch.stack(weights).mean(0), torch.stack(biases).mean(0)
             metrics["C"] = C
         else:
             head_ws, head_bs = [], []
@@ -165,7 +141,7 @@ class DeepFeatureReweighting(Mitigation):
         return MitigationResult(model=model, head_only=True, options=dict(options), metrics=metrics, notes=notes)
 
     @staticmethod
-    def _choose_C(z, y, groups, num_classes, n_subsamples, rng, report):
+    def _choose_C(x, y, groups, num_classes, n_subsamples, rng, report):
         """Fit on a balanced sample of one half of val, score worst-group accuracy on the other half."""
         order = rng.permutation(len(y))
         a, b = np.sort(order[: len(order) // 2]), np.sort(order[len(order) // 2:])
@@ -174,11 +150,11 @@ class DeepFeatureReweighting(Mitigation):
             ws, bs = [], []
             for _ in range(max(1, n_subsamples // 2)):
                 pick = a[balanced_sample(groups[a], rng)]
-                w, bias = fit_logistic(z[pick], y[pick], num_classes, C)
+                w, bias = fit_logistic(x[pick], y[pick], num_classes, C)
                 ws.append(w)
                 bs.append(bias)
             w, bias = torch.stack(ws).mean(0), torch.stack(bs).mean(0)
-            scores[C] = _worst_group((z[b] @ w.T + bias).argmax(1), y[b], groups[b])
+            scores[C] = worst_group_accuracy((x[b] @ w.T + bias).argmax(1).numpy() == y[b].numpy(), groups[b])
             report(0.5 * (i + 1) / len(C_GRID), f"penalty C={C}: worst group {scores[C]:.1f} % on half of val")
         best = max(scores, key=lambda c: (scores[c], -c))  # ties: the stronger penalty
         return best, scores
