@@ -9,6 +9,7 @@ from pathlib import Path
 import torch
 
 from . import paths
+from .analysis.metrics import accuracy, group_accuracies, worst_group_accuracy
 from .data.demo import CLASS_NAMES, CUE_COLUMN, BiasSpec, bundled_digits, write_biased_digits
 from .modelio import ModelCard, build_audit_model, save_model
 from .project import Project
@@ -78,13 +79,11 @@ def build_demo(
     x_test = load_tensors([p for p, m in zip(table.paths, test) if m], (28, 28))
     correct = predict(model, x_test) == table.labels[test]
     cue = table.frame[CUE_COLUMN].to_numpy()[test]
-    groups = {
-        f"{CLASS_NAMES[c]} | {CUE_COLUMN}={s}": round(100 * correct[(table.labels[test] == c) & (cue == s)].mean(), 1)
-        for c in (0, 1)
-        for s in (0, 1)
-    }
-    card.metrics = {"test_accuracy": round(100 * correct.mean(), 1), "test_group_accuracy": groups,
-                    "test_worst_group_accuracy": min(groups.values())}
+    cells = 2 * table.labels[test] + cue  # group id of (class c, cue s) is 2c + s
+    groups = {f"{CLASS_NAMES[g // 2]} | {CUE_COLUMN}={g % 2}": round(acc, 1)
+              for g, acc in group_accuracies(correct, cells).items()}
+    card.metrics = {"test_accuracy": round(accuracy(correct), 1), "test_group_accuracy": groups,
+                    "test_worst_group_accuracy": round(worst_group_accuracy(correct, cells), 1)}
     model_folder = save_model(model, card, paths.models_dir(base) / card.name)
 
     project = Project.create(name, table, model_folder, base=base)

@@ -91,3 +91,19 @@ def test_feature_gaps_vectorised_matches_single():
     expected = [feature_gap(correct, features[:, d], class_mask, k=10) for d in ids]
     np.testing.assert_allclose(feature_gaps(correct, features, class_mask, ids, k=10), expected)
     assert feature_gaps(correct, features, class_mask, [], k=10).shape == (0,)
+
+
+def test_high_low_indices_are_the_gaps_sets():
+    from spuraudit.analysis import high_low_indices
+
+    rng = np.random.default_rng(3)
+    scores = rng.normal(size=60)
+    scores[::7] = np.nan
+    labels = rng.integers(0, 3, size=60)
+    correct = rng.random(60) < 0.5
+    sets = high_low_indices(scores, labels, k=5)
+    gap = spurious_gap(correct, scores, labels, k=5)
+    assert sorted(sets.high) == gap.classes
+    for c in gap.classes:
+        assert np.array_equal(sets.high[c], gap.high[c]) and np.array_equal(sets.low[c], gap.low[c])
+        assert scores[sets.high[c]].min() >= scores[sets.low[c]].max()

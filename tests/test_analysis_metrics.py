@@ -51,3 +51,41 @@ def test_auroc_matches_sklearn_with_ties():
         scores = rng.integers(0, 6, 200).astype(float)  # many ties
         positive = rng.random(200) < 0.3 + 0.08 * scores
         np.testing.assert_allclose(auroc(scores, positive), roc_auc_score(positive, scores), rtol=1e-12)
+
+
+def test_worst_group_names_the_group_and_ties_go_to_the_lowest_id():
+    from spuraudit.analysis import worst_group
+
+    correct = np.array([True, False, False, True, True, True])
+    assert worst_group(correct, np.array([3, 3, 1, 1, 2, 2])) == (1, 50.0)
+    assert worst_group(np.array([], dtype=bool), np.array([], dtype=int))[0] is None
+
+
+def test_weighted_group_accuracy_renormalises_over_present_groups():
+    from spuraudit.analysis import weighted_group_accuracy
+
+    assert weighted_group_accuracy({"a": 100.0, "b": 50.0}, {"a": 0.3, "b": 0.1, "c": 0.6}) == 87.5
+    assert np.isnan(weighted_group_accuracy({"a": 100.0}, {"b": 1.0}))
+
+
+def test_high_low_gap_by_hand():
+    from spuraudit.analysis import high_low_gap
+
+    correct = np.array([True, True, False, False, True])
+    assert high_low_gap(correct, [0, 1, 4], [2, 3]) == (100.0, 0.0, 100.0)
+    assert np.isnan(high_low_gap(correct, [], [2])[2])
+
+
+def test_accuracy_along_ranking_equal_count_bins():
+    from spuraudit.analysis import accuracy_along_ranking, ranking_bins
+
+    # 40 images -> 2 bins of 20: the first all wrong, the second all right.
+    correct = np.r_[np.zeros(20, bool), np.ones(20, bool)]
+    start, end, acc = accuracy_along_ranking(correct)
+    assert ranking_bins(40) == 2 and acc.tolist() == [0.0, 100.0]
+    assert start.tolist() == [0.0, 0.5] and end.tolist() == [0.5, 1.0]
+    # Bins are closed on the right, as quantiles of the positions: 5 images in 2 bins split 3 / 2.
+    _, _, acc = accuracy_along_ranking(np.array([True, True, False, False, False]), bins=2)
+    assert acc.tolist() == [100.0 * 2 / 3, 0.0]
+    assert ranking_bins(10_000) == 10 and ranking_bins(3) == 2
+    assert [len(a) for a in accuracy_along_ranking(np.array([], dtype=bool))] == [0, 0, 0]

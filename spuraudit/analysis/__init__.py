@@ -7,7 +7,7 @@ percentage points, AUROC is a fraction. See the methods reference, sections 2, 5
 from __future__ import annotations
 
 from .bootstrap import bootstrap_gap_ci, bootstrap_mean_ci, bootstrap_pooled_gap_ci
-from .gaps import GapResult, clamped_k, feature_gap, feature_gaps, spurious_gap
+from .gaps import GapResult, HighLowSets, clamped_k, feature_gap, feature_gaps, high_low_indices, spurious_gap
 from .importance import (
     IMAGE_SET_MODES,
     ImageSetMode,
@@ -20,10 +20,15 @@ from .importance import (
 )
 from .metrics import (
     accuracy,
+    accuracy_along_ranking,
     auroc,
     average_ranks,
     group_accuracies,
+    high_low_gap,
     per_class_accuracy,
+    ranking_bins,
+    weighted_group_accuracy,
+    worst_group,
     worst_group_accuracy,
 )
 from .spuriosity import SpuriosityStats, fit_spuriosity_stats, spuriosity, spuriosity_ranking
@@ -31,9 +36,11 @@ from .spuriosity import SpuriosityStats, fit_spuriosity_stats, spuriosity, spuri
 __all__ = [
     "IMAGE_SET_MODES",
     "GapResult",
+    "HighLowSets",
     "ImageSetMode",
     "SpuriosityStats",
     "accuracy",
+    "accuracy_along_ranking",
     "auroc",
     "average_ranks",
     "bootstrap_gap_ci",
@@ -46,13 +53,18 @@ __all__ = [
     "feature_gaps",
     "fit_spuriosity_stats",
     "group_accuracies",
+    "high_low_gap",
+    "high_low_indices",
     "image_set_mask",
     "image_set_sizes",
     "per_class_accuracy",
+    "ranking_bins",
     "spuriosity",
     "spuriosity_ranking",
     "spurious_gap",
     "top_features",
     "top_images",
+    "weighted_group_accuracy",
+    "worst_group",
     "worst_group_accuracy",
 ]

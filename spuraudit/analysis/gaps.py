@@ -13,7 +13,7 @@ reproducibly.
 from __future__ import annotations
 
 from dataclasses import dataclass, field
-from typing import Iterable
+from typing import Iterable, NamedTuple
 
 import numpy as np
 
@@ -63,6 +63,48 @@ def _points(correct_subset: np.ndarray) -> float:
     return 100.0 * float(np.mean(correct_subset)) if correct_subset.size else float("nan")
 
 
+class HighLowSets(NamedTuple):
+    """Per ranked class (ascending): High and Low dataset indices, the scored count n_c, and the skipped."""
+
+    high: dict[int, np.ndarray]  # int64 [k_c], highest score first
+    low: dict[int, np.ndarray]  # int64 [k_c], lowest score first
+    n: dict[int, int]
+    skipped: list[int]  # classes with scores but fewer than 2 scored images
+
+
+def high_low_indices(
+    scores: np.ndarray, labels: np.ndarray, k: int = 100, classes: Iterable[int] | None = None
+) -> HighLowSets:
+    """The index sets of the spurious gap: per class, its k_c highest- and k_c lowest-scored images.
+
+    Args as `spurious_gap` (NaN scores are not ranked); k_c = min(k, ⌊n_c / 2⌋).
+    """
+    scores = np.asarray(scores, dtype=np.float64)
+    labels = np.asarray(labels)
+    if scores.shape != labels.shape or scores.ndim != 1:
+        raise ValueError(f"scores {scores.shape} and labels {labels.shape} must be 1-D and equal")
+    if k < 1:
+        raise ValueError(f"k must be >= 1, got {k}")
+    scored = ~np.isnan(scores)
+    if classes is not None:
+        scored &= np.isin(labels, np.asarray(list(classes)))
+    candidates = np.flatnonzero(scored)
+    # One sort for all classes: by class, then score, then index (the last key of lexsort is primary).
+    order = candidates[np.lexsort((candidates, scores[candidates], labels[candidates]))]
+    class_ids, starts, counts = np.unique(labels[order], return_index=True, return_counts=True)
+    sets = HighLowSets({}, {}, {}, [])
+    for class_index, start, n_c in zip(class_ids.tolist(), starts.tolist(), counts.tolist()):
+        k_c = clamped_k(k, n_c)
+        if k_c == 0:
+            sets.skipped.append(class_index)
+            continue
+        ranked = order[start : start + n_c]  # low -> high score
+        sets.low[class_index] = ranked[:k_c]
+        sets.high[class_index] = ranked[n_c - k_c :][::-1]  # highest score first
+        sets.n[class_index] = n_c
+    return sets
+
+
 def spurious_gap(
     correct: np.ndarray,
     scores: np.ndarray,
@@ -86,31 +128,13 @@ def spurious_gap(
         no ranked class at all, `pooled` and `macro` are NaN.
     """
     correct = np.asarray(correct, dtype=bool)
-    scores = np.asarray(scores, dtype=np.float64)
-    labels = np.asarray(labels)
-    if not (correct.shape == scores.shape == labels.shape) or correct.ndim != 1:
-        raise ValueError(f"correct {correct.shape}, scores {scores.shape} and labels {labels.shape} must be 1-D and equal")
-    if k < 1:
-        raise ValueError(f"k must be >= 1, got {k}")
-    scored = ~np.isnan(scores)
-    if classes is not None:
-        scored &= np.isin(labels, np.asarray(list(classes)))
-    candidates = np.flatnonzero(scored)
-    # One sort for all classes: by class, then score, then index (the last key of lexsort is primary).
-    order = candidates[np.lexsort((candidates, scores[candidates], labels[candidates]))]
-    class_ids, starts, counts = np.unique(labels[order], return_index=True, return_counts=True)
-
-    result = GapResult()
-    for class_index, start, n_c in zip(class_ids.tolist(), starts.tolist(), counts.tolist()):
-        k_c = clamped_k(k, n_c)
-        if k_c == 0:
-            result.skipped.append(class_index)
-            continue
-        ranked = order[start : start + n_c]  # low -> high score
-        low = ranked[:k_c]
-        high = ranked[n_c - k_c :][::-1]  # highest score first
-        result.high[class_index], result.low[class_index] = high, low
-        result.n[class_index], result.k[class_index] = n_c, k_c
+    if correct.shape != np.shape(scores):
+        raise ValueError(f"correct {correct.shape} and scores {np.shape(scores)} must be equal")
+    sets = high_low_indices(scores, labels, k, classes)
+    result = GapResult(high=sets.high, low=sets.low, n=sets.n, skipped=sets.skipped)
+    for class_index, high in sets.high.items():
+        low = sets.low[class_index]
+        result.k[class_index] = len(high)
         result.acc_high[class_index] = _points(correct[high])
         result.acc_low[class_index] = _points(correct[low])
         result.per_class[class_index] = result.acc_high[class_index] - result.acc_low[class_index]

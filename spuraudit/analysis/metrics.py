@@ -6,6 +6,9 @@ pages import this module).
 
 from __future__ import annotations
 
+from collections.abc import Mapping
+from typing import Any
+
 import numpy as np
 
 
@@ -35,10 +38,72 @@ def group_accuracies(correct: np.ndarray, group_ids: np.ndarray) -> dict[int, fl
     return {int(g): 100.0 * float(c / n) for g, c, n in zip(groups, n_correct, n_total)}
 
 
+def worst_group(correct: np.ndarray, group_ids: np.ndarray) -> tuple[int | None, float]:
+    """(group id, accuracy in points) of the group with the lowest accuracy; the lowest id wins a tie.
+    (None, NaN) when there is no image."""
+    per_group = group_accuracies(correct, group_ids)
+    if not per_group:
+        return None, float("nan")
+    group = min(per_group, key=per_group.get)
+    return group, per_group[group]
+
+
 def worst_group_accuracy(correct: np.ndarray, group_ids: np.ndarray) -> float:
     """Minimum of `group_accuracies` in points; NaN when there is no image."""
-    per_group = group_accuracies(correct, group_ids)
-    return min(per_group.values()) if per_group else float("nan")
+    return worst_group(correct, group_ids)[1]
+
+
+def weighted_group_accuracy(group_accuracy: Mapping[Any, float], shares: Mapping[Any, float]) -> float:
+    """Group accuracies averaged with weights `shares` (e.g. each group's share of the training split, as
+    DFR-style papers report), renormalised over the groups present; NaN when their weights sum to 0."""
+    weight = sum(shares.get(g, 0.0) for g in group_accuracy)
+    if weight <= 0:
+        return float("nan")
+    return sum(shares.get(g, 0.0) * acc for g, acc in group_accuracy.items()) / weight
+
+
+def high_low_gap(correct: np.ndarray, high: np.ndarray, low: np.ndarray) -> tuple[float, float, float]:
+    """(accuracy on High, accuracy on Low, their difference), in points, for index sets into bool [N]
+    `correct`; an empty set's accuracy is NaN (and so is the gap)."""
+    correct = np.asarray(correct, dtype=bool)
+    acc_high = accuracy(correct[np.asarray(high, dtype=np.int64)])
+    acc_low = accuracy(correct[np.asarray(low, dtype=np.int64)])
+    return acc_high, acc_low, acc_high - acc_low
+
+
+def ranking_bins(n: int) -> int:
+    """How many bins the accuracy along a ranking of `n` images uses: about 20 images a bin, 2 to 10."""
+    return min(10, max(2, n // 20))
+
+
+def accuracy_along_ranking(correct_in_order: np.ndarray, bins: int | None = None
+                           ) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
+    """Accuracy in equal-count bins along a ranking: where does the model start to fail?
+
+    Args:
+        correct_in_order: bool [n], correctness of the images in ranking order (lowest spuriosity first).
+        bins: number of bins (default `ranking_bins(n)`); image i of n falls in the bin of its position
+            quantile (bins closed on the right, as pandas' `qcut` of the positions).
+
+    Returns:
+        (start, end, accuracy): float [B] each; start/end are the bin's span as fractions of the ranking
+        (0-1), accuracy is in points (NaN for an empty bin). All empty when n == 0.
+    """
+    correct = np.asarray(correct_in_order, dtype=bool).ravel()
+    n = correct.size
+    if n == 0:
+        return np.empty(0), np.empty(0), np.empty(0)
+    bins = ranking_bins(n) if bins is None else int(bins)
+    if bins < 1:
+        raise ValueError(f"bins must be >= 1, got {bins}")
+    inner_edges = (n - 1) * np.arange(1, bins) / bins  # position quantiles between the bins
+    bin_of = np.searchsorted(inner_edges, np.arange(n), side="left")
+    hits = np.bincount(bin_of, weights=correct, minlength=bins)
+    totals = np.bincount(bin_of, minlength=bins)
+    with np.errstate(invalid="ignore", divide="ignore"):
+        acc = 100.0 * hits / totals
+    edges = np.arange(bins + 1) / bins
+    return edges[:-1], edges[1:], acc
 
 
 def per_class_accuracy(labels: np.ndarray, preds: np.ndarray, num_classes: int) -> np.ndarray:

@@ -7,6 +7,7 @@ from pathlib import Path
 import numpy as np
 import torch
 
+from ..analysis.gaps import high_low_indices
 from ..features import FeatureStore
 from ..project import Project
 from ..training import load_tensors
@@ -65,13 +66,9 @@ def gap_sets(scores: np.ndarray, labels: np.ndarray, mask: np.ndarray, k: int) -
     Per ranked class: High = its k highest-spuriosity images, Low = its k lowest, with
     k clamped to ⌊n_c / 2⌋ so the two never overlap. Returns (high [nH], low [nL]).
     """
-    from .. import analysis
-
-    masked = np.where(mask, scores, np.nan)
-    fake_correct = np.zeros(len(labels), dtype=bool)  # the sets depend on the scores only
-    result = analysis.spurious_gap(fake_correct, masked, labels, k=k)
-    high = [np.asarray(result.high[c], dtype=np.int64) for c in sorted(result.high)]
-    low = [np.asarray(result.low[c], dtype=np.int64) for c in sorted(result.low)]
+    sets = high_low_indices(np.where(mask, scores, np.nan), labels, k=k)
+    high = [np.asarray(sets.high[c], dtype=np.int64) for c in sorted(sets.high)]
+    low = [np.asarray(sets.low[c], dtype=np.int64) for c in sorted(sets.low)]
     if not high:
         return np.empty(0, dtype=np.int64), np.empty(0, dtype=np.int64)
     return np.concatenate(high), np.concatenate(low)

@@ -8,24 +8,18 @@ from __future__ import annotations
 
 import numpy as np
 
+from ..analysis.metrics import accuracy, group_accuracies, weighted_group_accuracy, worst_group
 from ..data.table import ImageTable
 
 
-def _pct(correct: np.ndarray) -> float:
-    return 100.0 * float(np.mean(correct)) if len(correct) else float("nan")
-
-
-def group_accuracies(correct: np.ndarray, group_ids: np.ndarray, mask: np.ndarray, group_names: list[str]) -> dict:
+def named_group_accuracies(correct: np.ndarray, group_ids: np.ndarray, mask: np.ndarray,
+                           group_names: list[str]) -> dict[str, float]:
     """group name -> accuracy (points) over the images of `mask`; groups absent from `mask` are left out.
 
     correct: bool [N]; group_ids: int [N] indexing `group_names`; mask: bool [N].
     """
-    out = {}
-    for g, name in enumerate(group_names):
-        sel = mask & (group_ids == g)
-        if sel.any():
-            out[name] = _pct(correct[sel])
-    return out
+    per_group = group_accuracies(correct[mask], group_ids[mask])
+    return {group_names[g]: acc for g, acc in per_group.items()}
 
 
 def training_group_shares(table: ImageTable, groups: tuple[np.ndarray, list[str]] | None = None) -> dict[str, float]:
@@ -54,24 +48,17 @@ def split_metrics(table: ImageTable, preds: np.ndarray, split: str,
     labels = table.labels
     correct = np.asarray(preds) == labels
     mask = table.split_mask(split)
-    out: dict = {"n": int(mask.sum()), "accuracy": _pct(correct[mask])}
-    out["per_class_accuracy"] = {
-        name: _pct(correct[mask & (labels == c)])
-        for c, name in enumerate(table.class_names)
-        if (mask & (labels == c)).any()
-    }
+    out: dict = {"n": int(mask.sum()), "accuracy": accuracy(correct[mask])}
+    per_class = group_accuracies(correct[mask], labels[mask])
+    out["per_class_accuracy"] = {table.class_names[c]: acc for c, acc in per_class.items()}
     if table.group_columns:
-        groups = groups if groups is not None else table.group_ids()
-        accs = group_accuracies(correct, groups[0], mask, groups[1])
-        out["group_accuracy"] = accs
-        worst = min(accs, key=accs.get)
-        out["worst_group"] = worst
-        out["worst_group_accuracy"] = accs[worst]
-        shares = training_group_shares(table, groups)
-        weight = sum(shares.get(g, 0.0) for g in accs)
-        out["weighted_accuracy"] = (
-            sum(shares.get(g, 0.0) * acc for g, acc in accs.items()) / weight if weight > 0 else float("nan")
-        )
+        ids, names = groups if groups is not None else table.group_ids()
+        out["group_accuracy"] = named_group_accuracies(correct, ids, mask, names)
+        worst, worst_acc = worst_group(correct[mask], ids[mask])
+        out["worst_group"] = names[worst] if worst is not None else None
+        out["worst_group_accuracy"] = worst_acc
+        out["weighted_accuracy"] = weighted_group_accuracy(out["group_accuracy"],
+                                                           training_group_shares(table, (ids, names)))
     return out
 
 

@@ -13,6 +13,7 @@ import numpy as np
 import torch
 from torch import nn
 
+from ..analysis.metrics import accuracy, high_low_gap
 from .base import Progress
 
 
@@ -22,7 +23,8 @@ class GapMonitor:
 
     features: float [n, D] of the split's images; labels: int [n];
     high / low: positions (into `features`) of the pooled High and Low sets.
-    Accuracies and gaps are in points.
+    Accuracies and gaps are in points. The head runs in torch; the figures come from
+    `spuraudit.analysis.metrics`, like every other reported accuracy and gap.
     """
 
     features: torch.Tensor
@@ -32,11 +34,9 @@ class GapMonitor:
 
     @torch.no_grad()
     def __call__(self, head: nn.Linear) -> dict:
-        correct = head(self.features).argmax(1) == self.labels
-        acc_high = 100.0 * correct[self.high].float().mean().item() if len(self.high) else float("nan")
-        acc_low = 100.0 * correct[self.low].float().mean().item() if len(self.low) else float("nan")
-        return {"accuracy": 100.0 * correct.float().mean().item(), "gap": acc_high - acc_low,
-                "acc_high": acc_high, "acc_low": acc_low}
+        correct = (head(self.features).argmax(1) == self.labels).cpu().numpy()
+        acc_high, acc_low, gap = high_low_gap(correct, self.high.cpu().numpy(), self.low.cpu().numpy())
+        return {"accuracy": accuracy(correct), "gap": gap, "acc_high": acc_high, "acc_low": acc_low}
 
 
 @dataclass
