@@ -20,17 +20,13 @@ from .atomic import clean_stale_temp, write_text_atomic
 from .data.table import ImageTable
 from .features import FeatureStore, extract_features, store_key
 from .modelio import AuditModel, ModelCard, load_model, weights_hash
+from .settings import PROJECT_SCHEMA_VERSION, ProjectSettings, settings_from_dict
+from .typed import TypedValueError
 
 PROJECT_FILE = "project.json"
 
-DEFAULT_SETTINGS = {
-    "image_set": "correct",  # S_c: 'predicted' | 'correct' | 'labelled' (methods section 2)
-    "top_k": 5,
-    "gap_k": 100,  # images per end of each class's ranking (clamped to n_c // 2)
-    "triage_k": 25,
-    "stats": "train",  # spuriosity mean/std: 'train' (fitted once) | 'per-split' (official code)
-    "annotator": "",
-}
+# The defaults as a plain mapping, for callers that want one; ProjectSettings is where they are defined.
+DEFAULT_SETTINGS = ProjectSettings().to_dict()
 
 
 class ProjectError(ValueError):
@@ -42,7 +38,7 @@ class Project:
     folder: Path
     name: str
     model: str  # model folder (absolute, or relative to the home's models/)
-    settings: dict = field(default_factory=dict)
+    settings: ProjectSettings = field(default_factory=ProjectSettings)
 
     # ---- files -------------------------------------------------------------------------
     @classmethod
@@ -53,8 +49,23 @@ class Project:
             raise ProjectError(f"{folder}: no {PROJECT_FILE}; not a spuraudit project.")
         for part in (folder, folder / "features"):  # what writers killed mid-way left behind
             clean_stale_temp(part)
-        data = json.loads(file.read_text())
-        settings = {**DEFAULT_SETTINGS, **data.get("settings", {})}
+        try:
+            data = json.loads(file.read_text())
+        except (UnicodeDecodeError, json.JSONDecodeError) as err:
+            raise ProjectError(f"{file}: not readable JSON ({err}); restore it from a backup.") from None
+        if not isinstance(data, dict) or "name" not in data or "model" not in data:
+            raise ProjectError(f"{file}: needs 'name' and 'model'; is this a spuraudit project file?")
+        version = data.get("schema_version", 1)  # files from before the version existed are version 1
+        if not isinstance(version, int) or version > PROJECT_SCHEMA_VERSION:
+            raise ProjectError(f"{file}: schema_version {version!r} is newer than this spuraudit understands "
+                               f"({PROJECT_SCHEMA_VERSION}); update spuraudit.")
+        unknown = sorted(set(data) - {"schema_version", "name", "model", "settings"})
+        if unknown:
+            raise ProjectError(f"{file}: unknown key '{unknown[0]}'. Remove it, or check its spelling.")
+        try:
+            settings = settings_from_dict(data.get("settings", {}), str(file))
+        except TypedValueError as err:
+            raise ProjectError(str(err)) from None
         return cls(folder=folder, name=data["name"], model=data["model"], settings=settings)
 
     @classmethod
@@ -72,18 +83,23 @@ class Project:
             folder=folder,
             name=name,
             model=str(Path(model_folder).resolve()),
-            settings={**DEFAULT_SETTINGS, **(settings or {})},
+            settings=ProjectSettings().updated(settings or {}, str(folder / PROJECT_FILE)),
         )
         table.save(folder)
         project.save()
         return project
 
     def save(self) -> None:
-        data = {"name": self.name, "model": self.model, "settings": self.settings}
+        data = {"schema_version": PROJECT_SCHEMA_VERSION, "name": self.name, "model": self.model,
+                "settings": self.settings.to_dict()}
         write_text_atomic(self.folder / PROJECT_FILE, json.dumps(data, indent=1))
 
     def update_settings(self, **changes) -> None:
-        self.settings.update(changes)
+        """Change settings (checked like the file's: an unknown key or a wrong type raises) and save."""
+        try:
+            self.settings = self.settings.updated(changes, str(self.folder / PROJECT_FILE))
+        except TypedValueError as err:
+            raise ProjectError(str(err)) from None
         self.save()
 
     # ---- parts -------------------------------------------------------------------------

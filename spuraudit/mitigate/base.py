@@ -16,10 +16,11 @@ from typing import Any, Sequence
 import numpy as np
 import torch
 
-from ..modelio import AuditModel
-from ..project import Project
-
 from ..common import Progress  # noqa: F401  (re-exported for callers)
+from ..modelio import AuditModel
+from ..options import Option as BaseOption
+from ..options import resolve_options
+from ..project import Project
 
 
 class MitigationError(ValueError):
@@ -27,44 +28,10 @@ class MitigationError(ValueError):
 
 
 @dataclass(frozen=True)
-class Option:
-    """One option of a method, as the app shows it: a default, a help text and the allowed values."""
+class Option(BaseOption):
+    """One option of a method, as the app shows it (see `spuraudit.options.Option`)."""
 
-    name: str
-    default: Any
-    help: str
-    choices: tuple | None = None
-    minimum: float | None = None
-    maximum: float | None = None
-
-    def check(self, value: Any) -> Any:
-        """`value` converted to the default's type, or MitigationError naming the option."""
-        kind = type(self.default)
-        try:
-            if kind is bool:
-                if isinstance(value, str):
-                    if value.lower() not in ("true", "false", "1", "0", "yes", "no"):
-                        raise ValueError(value)
-                    value = value.lower() in ("true", "1", "yes")
-                else:
-                    value = bool(value)
-            elif kind is int:
-                if isinstance(value, float) and not value.is_integer():
-                    raise ValueError(value)
-                value = int(value)
-            elif kind is float:
-                value = float(value)
-            elif kind is str:
-                value = str(value)
-        except (TypeError, ValueError):
-            raise MitigationError(f"option '{self.name}' must be a {kind.__name__}, got {value!r}.") from None
-        if self.choices is not None and value not in self.choices:
-            raise MitigationError(f"option '{self.name}' must be one of {list(self.choices)}, got {value!r}.")
-        if self.minimum is not None and value < self.minimum:
-            raise MitigationError(f"option '{self.name}' must be ≥ {self.minimum}, got {value!r}.")
-        if self.maximum is not None and value > self.maximum:
-            raise MitigationError(f"option '{self.name}' must be ≤ {self.maximum}, got {value!r}.")
-        return value
+    error = MitigationError
 
 
 SEED_OPTION = Option("seed", 0, "Seed of every random choice (sampling, shuffling, initialisation): the same "
@@ -104,12 +71,7 @@ class Mitigation:
 
     def resolve_options(self, options: dict | None) -> dict:
         """Defaults overlaid with `options`, each checked; unknown names are an error, not ignored."""
-        options = dict(options or {})
-        known = {opt.name: opt for opt in self.options}
-        unknown = sorted(set(options) - set(known))
-        if unknown:
-            raise MitigationError(f"{self.name} has no option(s) {unknown}; its options are {sorted(known)}.")
-        return {name: opt.check(options.get(name, opt.default)) for name, opt in known.items()}
+        return resolve_options(self.name, self.options, options, MitigationError)
 
     def run(self, project: Project, parent_folder: Path, options: dict, progress: Progress) -> MitigationResult:
         raise NotImplementedError

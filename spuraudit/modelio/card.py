@@ -14,11 +14,13 @@ from torch import nn
 
 from ..atomic import atomic_dir
 from ..common import IMAGENET_MEAN, IMAGENET_STD
+from ..typed import TypedValueError, from_mapping
 from .adapter import AuditModel
 from .checkpoint import CheckpointError, fit_state_dict, read_checkpoint
 from .registry import get_architecture
 
 CARD_FILE = "model.yaml"
+CARD_SCHEMA_VERSION = 2  # 1: no version key; 2: version recorded, unknown keys rejected
 WEIGHTS_FILE = "weights.pt"
 
 
@@ -46,6 +48,7 @@ class ModelCard:
     metrics: dict = field(default_factory=dict)
     created: str = field(default_factory=lambda: dt.datetime.now(dt.timezone.utc).isoformat(timespec="seconds"))
     notes: list[str] = field(default_factory=list)
+    schema_version: int = CARD_SCHEMA_VERSION
 
     @property
     def num_classes(self) -> int:
@@ -54,16 +57,33 @@ class ModelCard:
     def to_yaml(self) -> str:
         # A JSON round trip turns NumPy scalars in metrics into plain numbers YAML can write.
         plain = json.loads(json.dumps(asdict(self), default=_to_builtin))
+        plain = {"schema_version": plain.pop("schema_version"), **plain}  # first, where a reader looks
         return yaml.safe_dump(plain, sort_keys=False, allow_unicode=True)
 
     @classmethod
     def from_yaml(cls, text: str, source: str = CARD_FILE) -> "ModelCard":
-        data = yaml.safe_load(text) or {}
+        """Read a card; a card without `schema_version` (version 1) is read as it is and upgraded.
+
+        Unknown keys and values of the wrong type raise CheckpointError naming `source` and the key."""
+        try:
+            data = yaml.safe_load(text) or {}
+        except yaml.YAMLError as err:
+            raise CheckpointError(f"{source}: not readable YAML ({err}).") from None
+        if not isinstance(data, dict):
+            raise CheckpointError(f"{source}: a model card is a mapping of keys to values.")
         missing = [k for k in ("name", "architecture", "class_names") if k not in data]
         if missing:
             raise CheckpointError(f"{source}: model card lacks {missing}.")
-        known = {f for f in cls.__dataclass_fields__}
-        return cls(**{k: v for k, v in data.items() if k in known})
+        version = data.get("schema_version", 1)
+        if not isinstance(version, int) or version > CARD_SCHEMA_VERSION:
+            raise CheckpointError(f"{source}: schema_version {version!r} is newer than this spuraudit understands "
+                                  f"({CARD_SCHEMA_VERSION}); update spuraudit.")
+        try:
+            card = from_mapping(cls, data, source)
+        except TypedValueError as err:
+            raise CheckpointError(str(err)) from None
+        card.schema_version = CARD_SCHEMA_VERSION  # an old card is upgraded as it is read
+        return card
 
 
 def build_audit_model(card: ModelCard, state: dict[str, torch.Tensor] | None = None, source="weights") -> AuditModel:
