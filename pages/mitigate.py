@@ -7,13 +7,13 @@ import pandas as pd
 import plotly.graph_objects as go
 import streamlit as st
 
+from spuraudit.jobs.kinds import MITIGATE_RUN as JOB_KIND
 from spuraudit.mitigate import METHODS, list_mitigated_models, split_metrics
 from spuraudit.mitigate.data import spurious_labels
 from spuraudit.ui import jobs as ui_jobs
 from spuraudit.ui.nav import link, page_setup
+from spuraudit.ui.options import option_widget
 from spuraudit.ui.state import load_model, require_features, require_project
-
-from spuraudit.jobs.kinds import MITIGATE_RUN as JOB_KIND
 
 page_setup("Mitigate")
 
@@ -45,31 +45,13 @@ if spurious:
         f"{table.class_names[c]}: {', '.join(f'#{d}' for d in ds)}" for c, ds in sorted(spurious.items())))
 
 
-def _option_widget(option, key: str):
-    """One form field per option, typed from its default."""
-    if option.choices is not None:
-        return st.selectbox(option.name, list(option.choices), index=list(option.choices).index(option.default),
-                            help=option.help, key=key)
-    if isinstance(option.default, bool):
-        return st.checkbox(option.name, value=option.default, help=option.help, key=key)
-    if isinstance(option.default, int):
-        return st.number_input(option.name, value=option.default, step=1, help=option.help, key=key,
-                               min_value=None if option.minimum is None else int(option.minimum),
-                               max_value=None if option.maximum is None else int(option.maximum))
-    if isinstance(option.default, float):
-        return st.number_input(option.name, value=option.default, help=option.help, key=key, format="%g",
-                               min_value=None if option.minimum is None else float(option.minimum),
-                               max_value=None if option.maximum is None else float(option.maximum))
-    return st.text_input(option.name, value=str(option.default), help=option.help, key=key)
-
-
 with st.form(f"options-{method_name}"):
     st.markdown(f"**Options of {method.label}** (defaults shown; hover a field for what it does)")
     columns = st.columns(3)
     values = {}
     for i, option in enumerate(method.options):
         with columns[i % 3]:
-            values[option.name] = _option_widget(option, key=f"opt-{method_name}-{option.name}")
+            values[option.name] = option_widget(option, key=f"opt-{method_name}-{option.name}")
     launched = st.form_submit_button("Launch", type="primary", icon=":material/rocket_launch:")
 
 if launched:

@@ -24,8 +24,13 @@ class Option:
 
     kind: the value's type; by default the default's type. Give it when the default is None, which then
         means "not set" (the plug-in fills it in, e.g. from the project's settings).
-    multiline: text entered over several lines (a list of concepts, one a line).
-    group: a heading the option is shown under (e.g. the options that only apply to one mask source).
+    multiline: text entered over several lines (a list of concepts, one a line); several words on the
+        command line.
+    when: (other option, value): the option applies only while the other one has that value (a form
+        shows it only then, and leaves it out otherwise).
+    per_class: a {class index: text} mapping, entered as one text field per class.
+    flag: the command-line flag, when it differs from `--name-with-dashes`.
+    label: the form field's label (default: the name).
     """
 
     name: str
@@ -36,7 +41,10 @@ class Option:
     maximum: float | None = None
     kind: type | None = None
     multiline: bool = False
-    group: str = ""
+    when: tuple[str, Any] | None = None
+    per_class: bool = False
+    flag: str = ""
+    label: str = ""
 
     error: ClassVar[type[Exception]] = OptionError  # plug-in families raise their own error class
 
@@ -74,7 +82,12 @@ def resolve_options(owner: str, declared: Sequence[Option], given: dict | None, 
 
 # ---- command line --------------------------------------------------------------------------------
 def flag_name(option: Option) -> str:
-    return "--" + option.name.replace("_", "-")
+    return option.flag or "--" + option.name.replace("_", "-")
+
+
+def on_command_line(option: Option) -> bool:
+    """Whether the option has a flag: mappings and lists are for Python callers and forms only."""
+    return option.value_type not in (dict, list, tuple)
 
 
 def add_option_flags(parser: argparse.ArgumentParser | Any, options: Sequence[Option], owner: str,
@@ -84,13 +97,15 @@ def add_option_flags(parser: argparse.ArgumentParser | Any, options: Sequence[Op
     seen = set() if seen is None else seen
     for option in options:
         flag = flag_name(option)
-        if flag in seen:
+        if flag in seen or not on_command_line(option):
             continue
         seen.add(flag)
         shown = "" if option.default in (None, "") else f" (default: {option.default})"
         extra: dict[str, Any] = {}
         if option.choices is not None:
             extra["choices"] = [str(c) for c in option.choices]
+        else:
+            extra["metavar"] = option.name.upper()
         if option.multiline:
             extra["nargs"] = "+"
         parser.add_argument(flag, dest=f"opt_{option.name}", default=None, help=f"[{owner}] {option.help}{shown}",

@@ -36,6 +36,10 @@ def coerce(value: Any, kind: type) -> Any:
         if isinstance(value, (int, float)) and value in (0, 1):
             return bool(value)
         raise ValueError(f"not a yes/no value: {value!r}")
+    if kind in (list, dict, tuple):
+        if not isinstance(value, kind):
+            raise ValueError(f"not a {kind.__name__}: {value!r}")
+        return value
     if kind in (int, float) and isinstance(value, bool):
         raise ValueError(f"not a number: {value!r}")
     if kind is int:

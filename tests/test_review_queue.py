@@ -4,16 +4,17 @@ from __future__ import annotations
 
 import pandas as pd
 
+from spuraudit.autolabel.clip import clip_evidence_table
 from spuraudit.autolabel.review_queue import (
-    clip_evidence_table,
+    evidence_table,
     filter_queue,
     history_table,
     override_answer,
     progress_counts,
     queue_pairs,
     review_table,
-    segmentation_evidence_table,
 )
+from spuraudit.autolabel.segmentation import segmentation_evidence_table
 from spuraudit.labels import LabelStore
 
 
@@ -78,3 +79,7 @@ def test_overrides_and_evidence_tables():
                                 "mean_similarity": {"whole": [0.3, 0.2], "nam_crop": [0.25, 0.28]},
                                 "decision_scores": [0.25, 0.28]})
     assert list(clip.columns) == ["text", "answer", "whole", "nam_crop", "decision score"]
+    # The page finds each table through the labeler named in the evidence.
+    assert evidence_table({"labeler": "segmentation", "images": [4]}).columns[0] == "image"
+    assert list(evidence_table({"labeler": "clip", "texts": []}).columns)[:2] == ["text", "answer"]
+    assert evidence_table({"labeler": "nobody"}) is None

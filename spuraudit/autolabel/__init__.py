@@ -5,6 +5,10 @@ One file per labeler over the small interface in `base`:
     segmentation.py  the feature's NAM against object masks (IoU, mass inside, lift)
     clip.py          CLIP similarity of the feature's NAM views with concepts a person names
 
+A labeler declares its options and its evidence table; the review page's forms and the command
+line's flags are built from those declarations. A new labeler is one file whose class is decorated
+with `register_labeler` (the built-in ones are listed below by import path, so they load on first use).
+
 Proposals are stored as the votes of a machine annotator (`auto:segmentation`, `auto:clip`);
 people confirm or override them on the review page. Running a labeler over a whole project is a
 background job (`run_autolabel_job`, kind "autolabel.run").
@@ -25,8 +29,8 @@ MACHINE_PREFIX = "auto:"
 # Job kinds and the import paths of their functions (entries of `spuraudit.jobs.kinds.KINDS`).
 JOB_KINDS = {kind: KINDS[kind] for kind in (AUTOLABEL_RUN, AUTOLABEL_CONCEPTS)}
 
-# The registered labelers: name -> "module:class" (one file each).
-LABELER_CLASSES = {
+# The registered labelers: name -> "module:class" (built-in, relative to this package), or the class.
+LABELER_CLASSES: dict[str, Any] = {
     "segmentation": "segmentation:SegmentationLabeler",
     "clip": "clip:ClipLabeler",
 }
@@ -55,19 +59,57 @@ def __getattr__(name: str) -> Any:
     raise AttributeError(f"module {__name__!r} has no attribute {name!r}")
 
 
+def register_labeler(cls):
+    """Class decorator: make an `AutoLabeler` subclass available under its `name` to the page, the command
+    line and jobs. Returns the class unchanged."""
+    if not getattr(cls, "name", ""):
+        raise ValueError(f"{cls.__qualname__} needs a `name` to be registered")
+    if isinstance(LABELER_CLASSES.get(cls.name), str):
+        return cls  # a built-in, listed by import path above: keep the path (jobs name it by its name)
+    LABELER_CLASSES[cls.name] = cls
+    return cls
+
+
 def _labeler_class(name: str):
-    module, _, cls = LABELER_CLASSES[name].partition(":")
+    target = LABELER_CLASSES[name]
+    if not isinstance(target, str):
+        return target
+    module, _, cls = target.partition(":")
     return getattr(importlib.import_module(f".{module}", __name__), cls)
 
 
+def labeler_classes() -> dict[str, Any]:
+    """name -> class of every registered labeler, built-in ones first (imports them)."""
+    return {key: _labeler_class(key) for key in list(LABELER_CLASSES)}
+
+
+def labeler_reference(name: str) -> str:
+    """What a job names the labeler by: a built-in's name, or a plug-in's "package.module:Class" path (a
+    worker process imports it from there, since the registration happened in another process)."""
+    target = LABELER_CLASSES[name]
+    if isinstance(target, str):
+        return name
+    return f"{target.__module__}:{target.__qualname__}"
+
+
 def make_labeler(name: str, **options: Any):
-    """The labeler registered under `name` (a key of LABELER_CLASSES), built with `options`."""
+    """The labeler registered under `name` (or at "package.module:Class"), built with `options`, each
+    checked against its declaration."""
     from .base import AutoLabelError
 
-    if name not in LABELER_CLASSES:
+    if name in LABELER_CLASSES:
+        cls = _labeler_class(name)
+    elif ":" in name:
+        from ..jobs.kinds import load_target
+
+        try:
+            cls = load_target(name)
+        except (ImportError, AttributeError) as err:
+            raise AutoLabelError(f"auto-labeler {name!r} cannot be imported ({err}).") from None
+    else:
         raise AutoLabelError(f"unknown auto-labeler {name!r}; choose one of {', '.join(LABELER_CLASSES)}.")
     try:
-        return _labeler_class(name)(**options)
+        return cls(**cls.check_options(options))
     except TypeError as err:  # an option the labeler does not take
         raise AutoLabelError(f"{name}: {err}") from None
 
@@ -105,8 +147,11 @@ __all__ = [
     "default_pairs",
     "ensure_job_kinds",
     "is_machine_annotator",
+    "labeler_classes",
+    "labeler_reference",
     "last_run_key",
     "make_labeler",
+    "register_labeler",
     "run_autolabel",
     "run_autolabel_job",
     "store_proposals",

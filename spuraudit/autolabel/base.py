@@ -10,8 +10,10 @@ annotator (`auto:<name>`) in the project's label store, so
   proposal stays visible as evidence;
 * nothing a machine proposes ever counts as confirmed (`PairLabel.proposed`).
 
-Adding a labeler is adding a file: subclass `AutoLabeler`, implement `judge` (and `prepare` when
-the labeler needs a model of its own), and register the class in `spuraudit.autolabel.LABELERS`.
+Adding a labeler is adding a file: subclass `AutoLabeler`, declare its options (`declared_options`) and
+how its evidence reads as a table (`evidence_table`), implement `judge` (and `prepare` when the labeler
+needs a model of its own), and decorate the class with `spuraudit.autolabel.register_labeler`. The review
+page and `spuraudit autolabel` build their forms and flags from the declarations.
 The base class does the shared work: picking the pairs, finding each pair's top images, loading
 them and computing their NAMs once, progress and cancellation.
 """
@@ -28,19 +30,40 @@ from typing import TYPE_CHECKING, Any, Callable, ClassVar, Iterable, Mapping, Se
 import numpy as np
 
 from . import MACHINE_PREFIX
+from ..analysis.importance import IMAGE_SET_MODES
+from ..common import Progress  # noqa: F401  (re-exported for callers)
 from ..labels.vote import ANSWERS, SPURIOUS_ANSWERS
+from ..options import Option as BaseOption
 
 if TYPE_CHECKING:
     import torch
 
 Pair = tuple[int, int]
-from ..common import Progress  # noqa: F401  (re-exported for callers)
 
 DEFAULT_IMAGES_PER_PAIR = 8  # the Spuriosity Rankings grid shows 8 top images per feature
 
 
 class AutoLabelError(ValueError):
     """An auto-labeler cannot run as configured; the message says what to change."""
+
+
+@dataclass(frozen=True)
+class Option(BaseOption):
+    """One declared option of a labeler (see `spuraudit.options.Option`)."""
+
+    error = AutoLabelError
+
+
+# The options every labeler takes. The review page sets them from its sidebar (the pairs it shows).
+COMMON_OPTIONS: tuple[Option, ...] = (
+    Option("images_per_pair", DEFAULT_IMAGES_PER_PAIR, "Top images per pair the decision is measured on.",
+           minimum=1),
+    Option("split", None, "The split whose images are used (default: the audit's; 'all': every split).", kind=str),
+    Option("image_set", None, "S_c, the class's images the top images come from (default: the project's "
+                              "setting).", kind=str, choices=IMAGE_SET_MODES),
+    Option("top_k", None, "Features per class when no pairs are given (default: the project's setting).",
+           kind=int, minimum=1),
+)
 
 
 @dataclass(frozen=True)
@@ -181,6 +204,25 @@ class AutoLabeler:
 
     name: ClassVar[str] = ""
     title: ClassVar[str] = ""
+    short: ClassVar[str] = ""  # prefix of the review page's widget keys (default: `name`)
+    description: ClassVar[str] = ""  # what the review page says about the labeler (Markdown)
+    declared_options: ClassVar[tuple[Option, ...]] = ()  # besides COMMON_OPTIONS
+
+    @classmethod
+    def all_options(cls) -> tuple[Option, ...]:
+        return COMMON_OPTIONS + tuple(cls.declared_options)
+
+    @classmethod
+    def check_options(cls, given: Mapping[str, Any]) -> dict[str, Any]:
+        """`given` with every declared option converted and checked; other keys (objects handed in from
+        Python, such as a loaded model) pass through to the constructor, which rejects unknown ones."""
+        declared = {opt.name: opt for opt in cls.all_options()}
+        return {key: declared[key].check(value) if key in declared else value for key, value in given.items()}
+
+    @staticmethod
+    def evidence_table(evidence: Mapping[str, Any]):
+        """The evidence of one proposal as a table for the review page (a DataFrame), or None."""
+        return None
 
     def __init__(self, images_per_pair: int = DEFAULT_IMAGES_PER_PAIR, split: str | None = None,
                  image_set: str | None = None, top_k: int | None = None):

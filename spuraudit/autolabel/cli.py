@@ -3,6 +3,8 @@
     spuraudit autolabel --project demo --labeler segmentation --threshold 1.35
     spuraudit autolabel --project birds --labeler clip --concepts "water" "a tree | separate_object" \\
         --clip-model ViT-B-32 --pretrained /models/clip/ViT-B-32-openai.bin
+
+The flags come from the labelers' declared options, so `--help` lists every labeler's.
 """
 
 from __future__ import annotations
@@ -12,46 +14,47 @@ import json
 import sys
 from typing import Any
 
-from .masks import FOREGROUND, SEGMENTATION_ARCHITECTURES
+from ..options import add_option_flags, options_from_flags
 
 
 def configure_autolabel_parser(sp: argparse.ArgumentParser) -> argparse.ArgumentParser:
-    """Add the autolabel options to a sub-command parser (which brings --project, --split, --json)."""
-    sp.add_argument("--labeler", required=True, choices=["segmentation", "clip"])
+    """Add the autolabel options to a sub-command parser (which brings --project, --split, --json).
+
+    One flag per declared option of every registered labeler (`AutoLabeler.declared_options`), grouped by
+    labeler; a labeler registered by a plug-in gets its flags here without any change to this file.
+    """
+    from . import labeler_classes
+    from .base import COMMON_OPTIONS
+
+    classes = labeler_classes()
+    sp.add_argument("--labeler", required=True, choices=sorted(classes))
     sp.add_argument("--pair", nargs=2, type=int, action="append", metavar=("CLASS", "FEATURE"),
                     help="label this pair (repeatable); default: every class's top-k features")
-    sp.add_argument("--top-k", type=int, default=None, help="features per class (default: the project's setting)")
-    sp.add_argument("--images-per-pair", type=int, default=8)
-    sp.add_argument("--image-set", default=None, choices=["correct", "predicted", "labelled"])
-    seg = sp.add_argument_group("segmentation")
-    seg.add_argument("--metric", default="lift", choices=["lift", "mass_inside", "iou"])
-    seg.add_argument("--threshold", type=float, default=None, help="default: the metric's measured default")
-    seg.add_argument("--mask-source", default="dataset", choices=["dataset", "model"])
-    seg.add_argument("--seg-architecture", default="deeplabv3_mobilenet_v3_large", choices=SEGMENTATION_ARCHITECTURES)
-    seg.add_argument("--seg-checkpoint", default="", help="local weights file of the segmentation model")
-    seg.add_argument("--seg-target", default=FOREGROUND, help="'foreground', a class index or a VOC class name")
-    clip = sp.add_argument_group("clip")
-    clip.add_argument("--concepts", nargs="+", default=[], help="concepts; end one with '| separate_object' "
-                                                                 "for an object (default: background)")
-    clip.add_argument("--clip-model", default="ViT-B-32", help="open_clip architecture or local-dir:/folder")
-    clip.add_argument("--pretrained", default="openai", help="pretrained tag or local weights file")
-    clip.add_argument("--margin", type=float, default=0.0)
-    clip.add_argument("--device", default="cpu")
+    seen = {"--split"}  # the sub-command helper adds --split itself
+    add_option_flags(sp, [o for o in COMMON_OPTIONS if o.name != "split"], "all labelers", seen)
+    for name, cls in classes.items():
+        group = sp.add_argument_group(name, cls.title or None)
+        add_option_flags(group, cls.declared_options, name, seen)
     return sp
 
 
 def autolabel_options(args: argparse.Namespace) -> dict[str, Any]:
-    """The labeler's constructor options from parsed arguments."""
-    common = {"images_per_pair": args.images_per_pair, "split": args.split, "image_set": args.image_set,
-              "top_k": args.top_k}
-    if args.labeler == "segmentation":
-        options = {**common, "metric": args.metric, "threshold": args.threshold, "mask_source": args.mask_source}
-        if args.mask_source == "model":
-            options.update(seg_architecture=args.seg_architecture, seg_checkpoint=args.seg_checkpoint,
-                           seg_target=args.seg_target)
-        return options
-    return {**common, "concepts": "\n".join(args.concepts), "model_name": args.clip_model,
-            "pretrained": args.pretrained, "margin": args.margin, "device": args.device}
+    """The labeler's constructor options from parsed arguments: the flags given for its declared options
+    (and the common ones); the declared defaults apply to the rest."""
+    from . import labeler_classes
+
+    cls = labeler_classes()[args.labeler]
+    options = options_from_flags(args, cls.all_options())
+    if getattr(args, "split", None) is not None:
+        options["split"] = args.split
+    for option in cls.declared_options:  # options of another mode (e.g. model masks) are left out
+        if option.when and options.get(option.when[0], _default(cls, option.when[0])) != option.when[1]:
+            options.pop(option.name, None)
+    return options
+
+
+def _default(cls, name: str) -> Any:
+    return next(o.default for o in cls.all_options() if o.name == name)
 
 
 def cmd_autolabel(args: argparse.Namespace) -> int:

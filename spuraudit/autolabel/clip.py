@@ -34,11 +34,14 @@ from pathlib import Path
 from typing import Any, Callable, Iterable, Mapping, Sequence
 
 import numpy as np
-import torch
-import torch.nn.functional as F
+import pandas as pd
 from PIL import Image
 
-from .base import AutoLabeler, AutoLabelError, PairImages, Progress, Proposal, confidence_from_margin
+# torch is imported where it is used, so the labeler's declarations (command-line flags, the page's form)
+# load without it.
+
+from . import register_labeler
+from .base import AutoLabeler, AutoLabelError, Option, PairImages, Progress, Proposal, confidence_from_margin
 from ..labels.vote import BACKGROUND, MAIN_OBJECT, SEPARATE_OBJECT, SPURIOUS_ANSWERS
 
 DEFAULT_MODEL = "ViT-B-32"
@@ -182,6 +185,9 @@ def concept_spuriosity(similarity: np.ndarray, labels: np.ndarray,
 
 # ---- image views --------------------------------------------------------------------------------
 def _resize_map(nam: np.ndarray, size: tuple[int, int]) -> np.ndarray:
+    import torch
+    import torch.nn.functional as F
+
     t = torch.as_tensor(np.asarray(nam, dtype=np.float32))[None, None]
     return F.interpolate(t, size=size, mode="bilinear", align_corners=False)[0, 0].clamp(0, 1).numpy()
 
@@ -234,21 +240,25 @@ class ClipModel:
         self.name = name
         self.device = device
 
-    @torch.no_grad()
     def encode_images(self, images: Sequence[np.ndarray], batch_size: int = 32) -> np.ndarray:
         """uint8 [H, W, 3] images (any sizes) -> float32 [n, E] unit vectors."""
+        import torch
+
         out = []
-        for start in range(0, len(images), batch_size):
-            batch = torch.stack([self.preprocess(Image.fromarray(np.ascontiguousarray(im)))
-                                 for im in images[start:start + batch_size]]).to(self.device)
-            out.append(self.model.encode_image(batch, normalize=True).float().cpu().numpy())
+        with torch.no_grad():
+            for start in range(0, len(images), batch_size):
+                batch = torch.stack([self.preprocess(Image.fromarray(np.ascontiguousarray(im)))
+                                     for im in images[start:start + batch_size]]).to(self.device)
+                out.append(self.model.encode_image(batch, normalize=True).float().cpu().numpy())
         return np.concatenate(out) if out else np.zeros((0, 0), dtype=np.float32)
 
-    @torch.no_grad()
     def encode_texts(self, texts: Sequence[str], template: str = DEFAULT_TEMPLATE) -> np.ndarray:
         """Texts -> float32 [m, E] unit vectors of the prompts `template.format(text)`."""
-        tokens = self.tokenizer([template.format(t) for t in texts]).to(self.device)
-        return self.model.encode_text(tokens, normalize=True).float().cpu().numpy()
+        import torch
+
+        with torch.no_grad():
+            tokens = self.tokenizer([template.format(t) for t in texts]).to(self.device)
+            return self.model.encode_text(tokens, normalize=True).float().cpu().numpy()
 
 
 def load_clip(model_name: str = DEFAULT_MODEL, pretrained: str | None = DEFAULT_PRETRAINED,
@@ -323,6 +333,18 @@ def _load_original(path: str) -> np.ndarray:
 
 
 # ---- the labeler --------------------------------------------------------------------------------
+def clip_evidence_table(evidence: Mapping[str, Any]) -> pd.DataFrame:
+    """Per text (the class's first, then each concept): its answer, mean similarity per view, decision score."""
+    texts = evidence.get("texts", [])
+    frame = pd.DataFrame({"text": texts, "answer": evidence.get("text_answers", [""] * len(texts))})
+    for view, values in evidence.get("mean_similarity", {}).items():
+        frame[view] = values
+    if "decision_scores" in evidence:
+        frame["decision score"] = evidence["decision_scores"]
+    return frame
+
+
+@register_labeler
 class ClipLabeler(AutoLabeler):
     """Proposes spurious when a named concept matches the feature's NAM views better than the class.
 
@@ -338,6 +360,31 @@ class ClipLabeler(AutoLabeler):
 
     name = "clip"
     title = "CLIP (named concepts)"
+    description = (
+        "Scores the pair's top images (whole, NAM-weighted, cropped around the NAM) against concepts you name and "
+        "against the class. When a concept beats the class by more than the margin on the NAM views, the pair is "
+        "proposed spurious. One concept per line; end a line with `| separate_object` for objects (default: "
+        "background)."
+    )
+    declared_options = (
+        Option("concepts", "", "Concepts the features might look at instead of the class, one a line; end one "
+                               "with '| separate_object' for an object (default: background).", multiline=True,
+               label="Concepts"),
+        Option("class_prompts", None, "Each class as text (default: its name).", kind=dict, per_class=True,
+               label="as text"),
+        Option("model_name", DEFAULT_MODEL, "An open_clip architecture, or local-dir:/folder with "
+                                            "open_clip_config.json.", flag="--clip-model", label="CLIP model"),
+        Option("pretrained", DEFAULT_PRETRAINED, "A pretrained tag (fetched into open_clip's cache when online) or "
+                                                 "the path of a downloaded weights file.",
+               label="Weights: pretrained tag or local file"),
+        Option("margin", 0.0, "Cosine similarity a concept must beat the class text by.",
+               label="Margin (cosine similarity)"),
+        Option("device", "cpu", "Where CLIP runs (cpu, cuda).", label="Device"),
+    )
+
+    @staticmethod
+    def evidence_table(evidence: Mapping[str, Any]):
+        return clip_evidence_table(evidence)
 
     def __init__(self, concepts: Any = (), class_prompts: Mapping[Any, str] | None = None,
                  model_name: str = DEFAULT_MODEL, pretrained: str | None = DEFAULT_PRETRAINED, device: str = "cpu",

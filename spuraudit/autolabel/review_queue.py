@@ -126,29 +126,15 @@ def override_answer(answer: str) -> str:
 
 
 # ---- evidence as tables -------------------------------------------------------------------------
-def segmentation_evidence_table(evidence: Mapping[str, Any]) -> pd.DataFrame:
-    """Per image: dataset index, activation, IoU, mass inside, lift, object area."""
-    per = evidence.get("per_image", {})
-    images = evidence.get("images", [])
-    return pd.DataFrame({
-        "image": images,
-        "activation": evidence.get("activation", [None] * len(images)),
-        "IoU": per.get("iou", [None] * len(images)),
-        "mass inside": per.get("mass_inside", [None] * len(images)),
-        "lift": per.get("lift", [None] * len(images)),
-        "object area": per.get("mask_area", [None] * len(images)),
-    })
+def evidence_table(evidence: Mapping[str, Any]) -> pd.DataFrame | None:
+    """The table the proposing labeler declares for its evidence (`AutoLabeler.evidence_table`), or None
+    when no registered labeler claims it."""
+    from . import LABELER_CLASSES, _labeler_class
 
-
-def clip_evidence_table(evidence: Mapping[str, Any]) -> pd.DataFrame:
-    """Per text (the class's first, then each concept): its answer, mean similarity per view, decision score."""
-    texts = evidence.get("texts", [])
-    frame = pd.DataFrame({"text": texts, "answer": evidence.get("text_answers", [""] * len(texts))})
-    for view, values in evidence.get("mean_similarity", {}).items():
-        frame[view] = values
-    if "decision_scores" in evidence:
-        frame["decision score"] = evidence["decision_scores"]
-    return frame
+    name = evidence.get("labeler")
+    if name not in LABELER_CLASSES:
+        return None
+    return _labeler_class(name).evidence_table(evidence)
 
 
 def history_table(votes: Iterable[Vote]) -> pd.DataFrame:
