@@ -19,12 +19,14 @@ import numpy as np
 PENALTIES = ("l1", "l2")
 
 
-def _penalty_arguments(penalty: str) -> dict:
+def _penalty_arguments(penalty: str, n_classes: int) -> dict:
     from sklearn.linear_model import LogisticRegression
 
     if penalty not in PENALTIES:
         raise ValueError(f"penalty must be one of {PENALTIES}, not {penalty!r}")
-    solver = "saga" if penalty == "l1" else "lbfgs"  # lbfgs has no L1; saga handles multinomial L1
+    # L1: liblinear for two classes (what DFR's released code uses; fast), saga for more (liblinear would
+    # fit one-vs-rest); L2: lbfgs.
+    solver = "lbfgs" if penalty == "l2" else ("liblinear" if n_classes == 2 else "saga")
     # scikit-learn 1.8 replaced `penalty` by `l1_ratio`; older releases only know `penalty`.
     if inspect.signature(LogisticRegression).parameters["penalty"].default == "deprecated":
         return {"l1_ratio": 1.0 if penalty == "l1" else 0.0, "solver": solver}
@@ -70,7 +72,7 @@ def fit_logistic_head(
     else:
         fit = LogisticRegression(C=C, fit_intercept=fit_bias, max_iter=max_iter, random_state=seed,
                                  class_weight="balanced" if class_balanced else None,
-                                 **_penalty_arguments(penalty)).fit(z, y)
+                                 **_penalty_arguments(penalty, len(present))).fit(z, y)
         coef, intercept = fit.coef_, np.broadcast_to(fit.intercept_, (len(fit.coef_),))
         if len(present) == 2:
             # A binary fit has one row, the log-odds of the second class; split it evenly between both

@@ -205,6 +205,7 @@ class AutoLabeler:
     name: ClassVar[str] = ""
     title: ClassVar[str] = ""
     short: ClassVar[str] = ""  # prefix of the review page's widget keys (default: `name`)
+    label: ClassVar[str] = ""  # its tab on the review page (default: `name`)
     description: ClassVar[str] = ""  # what the review page says about the labeler (Markdown)
     declared_options: ClassVar[tuple[Option, ...]] = ()  # besides COMMON_OPTIONS
 
@@ -222,6 +223,11 @@ class AutoLabeler:
     @staticmethod
     def evidence_table(evidence: Mapping[str, Any]):
         """The evidence of one proposal as a table for the review page (a DataFrame), or None."""
+        return None
+
+    @classmethod
+    def form_warning(cls, audit, values: Mapping[str, Any]) -> str | None:
+        """A warning the review page shows under the form for these option values (e.g. a missing input)."""
         return None
 
     def __init__(self, images_per_pair: int = DEFAULT_IMAGES_PER_PAIR, split: str | None = None,

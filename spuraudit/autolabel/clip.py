@@ -360,6 +360,7 @@ class ClipLabeler(AutoLabeler):
 
     name = "clip"
     title = "CLIP (named concepts)"
+    label = "CLIP"
     description = (
         "Scores the pair's top images (whole, NAM-weighted, cropped around the NAM) against concepts you name and "
         "against the class. When a concept beats the class by more than the margin on the NAM views, the pair is "

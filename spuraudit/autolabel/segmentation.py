@@ -131,6 +131,7 @@ class SegmentationLabeler(AutoLabeler):
     name = "segmentation"
     title = "Segmentation (NAM inside the object mask)"
     short = "seg"
+    label = "Segmentation"
     description = (
         "Compares each top image's NAM with the object's mask: **lift** = share of the NAM's mass inside the "
         "mask ÷ the mask's share of the image (1 = the feature ignores the object), **mass inside**, or **IoU** "
@@ -157,6 +158,12 @@ class SegmentationLabeler(AutoLabeler):
     @staticmethod
     def evidence_table(evidence: Mapping[str, Any]):
         return segmentation_evidence_table(evidence)
+
+    @classmethod
+    def form_warning(cls, audit, values: Mapping[str, Any]) -> str | None:
+        if values.get("mask_source", "dataset") == "dataset" and not audit.table.has_masks:
+            return "This dataset has no mask_path column: use a segmentation model."
+        return None
 
     def __init__(self, metric: str = DEFAULT_METRIC, threshold: float | None = None, mask_source: str = "dataset",
                  seg_architecture: str = "deeplabv3_mobilenet_v3_large", seg_checkpoint: str = "",

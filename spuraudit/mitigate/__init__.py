@@ -35,6 +35,16 @@ METHODS: dict[str, Mitigation] = {
 }
 
 
+def register_method(method):
+    """Make a mitigation available to the Mitigate page, the CLI and jobs under its `name`. Takes a
+    `Mitigation` instance or subclass (usable as a class decorator, then returns the class)."""
+    instance = method() if isinstance(method, type) else method
+    if not instance.name:
+        raise ValueError(f"{type(instance).__qualname__} needs a `name` to be registered")
+    METHODS[instance.name] = instance
+    return method
+
+
 def get_method(name: str) -> Mitigation:
     if name not in METHODS:
         raise MitigationError(f"unknown mitigation method '{name}'; known: {sorted(METHODS)}.")
@@ -127,6 +137,7 @@ def list_mitigated_models(project: Project, parent_folder: str | Path | None = N
 
 __all__ = [
     "METHODS",
+    "register_method",
     "ComparisonReport",
     "Mitigation",
     "MitigationError",

@@ -1,0 +1,48 @@
+"""Who is reviewing: the one place the review page learns the annotator's name.
+
+Asked once, kept in the session, the page's address (?annotator=) and the label store. The address
+belongs to one browser, so on a team each reviewer's reload keeps their own name; the label store only
+remembers the last name used on the project, for a visit without one. "review_name" is a plain session
+key: it outlives the widget's own state when the reviewer visits another page and comes back (the
+address then no longer carries the name). Swapping how identity is obtained means changing this module.
+"""
+
+from __future__ import annotations
+
+import streamlit as st
+
+from ..autolabel import MACHINE_PREFIX
+
+
+def _name_typed() -> None:
+    st.session_state["review_name_guessed"] = False
+
+
+def current_reviewer() -> str:
+    """The name votes are cast under right now ('' when none, or when it is a machine's name); for callbacks."""
+    name = st.session_state.get("reviewer", "").strip()
+    return "" if name.startswith(MACHINE_PREFIX) else name
+
+
+def reviewer_sidebar(project, labels) -> str:
+    """Show the name field in the sidebar and return the reviewer's name ('' until one is typed)."""
+    if "reviewer" not in st.session_state:
+        known = st.session_state.get("review_name") or (st.query_params.get("annotator") or "").strip()
+        remembered = labels.get_setting("annotator") or project.settings.get("annotator") or ""
+        st.session_state["reviewer"] = known or remembered
+        st.session_state["review_name_guessed"] = bool(remembered) and not known
+    st.sidebar.text_input("Your name", key="reviewer", on_change=_name_typed,
+                          help="Every vote carries it. Kept in this page's address (bookmark it) and for the next visit.")
+    reviewer = st.session_state.get("reviewer", "").strip()
+    if reviewer.startswith(MACHINE_PREFIX):
+        st.sidebar.error(f"Names starting with '{MACHINE_PREFIX}' belong to the auto-labelers; choose another.")
+        reviewer = ""
+    st.session_state["review_name"] = reviewer
+    if reviewer:
+        if st.session_state.get("review_name_guessed"):
+            st.sidebar.caption(f"The last name used on this project. Not **{reviewer}**? Type yours before voting.")
+        if st.query_params.get("annotator") != reviewer:
+            st.query_params["annotator"] = reviewer
+        if labels.get_setting("annotator") != reviewer:
+            labels.set_setting("annotator", reviewer)  # a visit without a name in its address starts with this one
+    return reviewer
