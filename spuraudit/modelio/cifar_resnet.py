@@ -15,7 +15,7 @@ import torch
 from torch import nn
 from torch.nn import functional as F
 
-from .registry import Split
+from .architecture import Split
 
 CIFAR_RESNET_DEPTHS = (20, 32, 44, 56, 110)
 STAGE_CHANNELS = (16, 32, 64)

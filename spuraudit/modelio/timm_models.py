@@ -20,7 +20,8 @@ from functools import lru_cache
 import torch
 from torch import nn
 
-from .registry import IMAGENET_MEAN, IMAGENET_STD, Architecture, Split, UnknownArchitecture
+from ..common import IMAGENET_MEAN, IMAGENET_STD
+from .architecture import Architecture, Split, UnknownArchitecture
 from .vit import PREFIX_ATTRIBUTE, map_to_tokens, split_timm_vit, tokens_to_map
 
 

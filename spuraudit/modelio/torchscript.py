@@ -27,7 +27,7 @@ from torch import nn
 
 from .adapter import AuditModel, GlobalAveragePool
 from .checkpoint import CheckpointError, fit_state_dict, read_checkpoint
-from .registry import Split, UnknownArchitecture
+from .architecture import Split, UnknownArchitecture
 
 # Named weights.* so that caches keyed on the weights file (the project's model hash) see it.
 SCRIPT_FILE = "weights.torchscript.pt"
@@ -108,7 +108,7 @@ def _named_split(net: nn.Module, options: dict) -> Split:
 
 
 def _known_layout_splits():
-    from . import registry
+    from . import splits as registry
 
     return [
         ("resnet", registry._split_resnet),

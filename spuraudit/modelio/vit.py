@@ -23,7 +23,7 @@ from __future__ import annotations
 import torch
 from torch import nn
 
-from .registry import Split, UnknownArchitecture
+from .architecture import Split, UnknownArchitecture
 
 PREFIX_ATTRIBUTE = "spuraudit_prefix_tokens"
 
