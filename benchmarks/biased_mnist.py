@@ -1,4 +1,4 @@
-"""Biased MNIST (the MaskTune protocol, methods section 7.3) with real digits: ERM against the mitigations.
+"""Biased MNIST (the MaskTune protocol, docs/methods.md §7.3) with real digits: ERM against the mitigations.
 
 Data: the 10,000 real MNIST test digits in `<repo>/../shared/data/mnist/` (IDX files), split at random
 with the run's seed into 7,000 train / 1,000 val / 2,000 test. Class 0 = digits 0-4, class 1 = 5-9,

@@ -1,7 +1,7 @@
 """The audit's numbers, as pure NumPy functions over whole arrays.
 
 Arrays in, arrays out (memory maps accepted); no model, no torch. Accuracies and gaps are in
-percentage points, AUROC is a fraction. See the methods reference, sections 2, 5 and 6.
+percentage points, AUROC is a fraction. See docs/methods.md §2, §5 and §6.
 """
 
 from __future__ import annotations

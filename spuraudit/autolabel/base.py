@@ -184,7 +184,7 @@ def confidence_from_margin(margin: float, step: float) -> int:
 
 
 def default_pairs(audit, top_k: int = 5, split: str | None = None, mode: str = "correct") -> list[Pair]:
-    """Every class's top-k features (methods section 2), in (class, rank) order."""
+    """Every class's top-k features (docs/methods.md §2), in (class, rank) order."""
     pairs: list[Pair] = []
     for c in range(len(audit.class_names)):
         top = audit.top_features(c, k=top_k, split=split, mode=mode)

@@ -1,4 +1,4 @@
-"""Segmentation auto-labeler: does the feature's NAM fall on the class's object? (methods section 4)
+"""Segmentation auto-labeler: does the feature's NAM fall on the class's object? (docs/methods.md §4)
 
 For each top image of a pair, compare the feature's NAM with the object mask:
 

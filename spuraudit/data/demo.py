@@ -1,6 +1,6 @@
 """The built-in demo data: real handwritten digits with a planted spurious cue.
 
-The MaskTune biased-MNIST protocol (methods section 7.3): class 0 = digits 0-4, class 1 = digits 5-9,
+The MaskTune biased-MNIST protocol (docs/methods.md §7.3): class 0 = digits 0-4, class 1 = digits 5-9,
 grey digits copied to RGB, and a 4×4 pure-red square in the top-left corner of most class-0 training
 images and few class-1 ones, chosen at random with a seed. Validation and test are group-balanced
 (the square on half of each class) so that every (class, square) group has enough images to measure.

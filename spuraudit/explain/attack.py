@@ -1,4 +1,4 @@
-"""Feature attacks, the "amplified visual attribute" of Salient ImageNet (methods section 3).
+"""Feature attacks, the "amplified visual attribute" of Salient ImageNet (docs/methods.md §3).
 
 Gradient ascent on one neural feature r_d(x) with respect to the pixels in [0, 1]:
 

@@ -1,4 +1,4 @@
-"""Class activation maps through the `pytorch-grad-cam` package (methods section 3).
+"""Class activation maps through the `pytorch-grad-cam` package (docs/methods.md §3).
 
 The CAM methods themselves come from the package (PyPI name ``grad-cam``); this module only picks
 the layer, the targets and the batching, and protects the model's state. The package is imported

@@ -1,4 +1,4 @@
-"""Neural activation maps (NAM, methods section 3): one feature-map channel shown as a heatmap."""
+"""Neural activation maps (NAM, docs/methods.md §3): one feature-map channel shown as a heatmap."""
 
 from __future__ import annotations
 

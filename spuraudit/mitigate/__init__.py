@@ -1,4 +1,4 @@
-"""Mitigation: new models that rely less on the spurious features an audit found (methods section 7).
+"""Mitigation: new models that rely less on the spurious features an audit found (docs/methods.md §7).
 
 One file per method over the small interface of `base.Mitigation`; `METHODS` maps a name to it, so a
 string in a job or on the command line selects a method. `run_mitigation` does the common work:

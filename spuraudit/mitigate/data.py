@@ -41,7 +41,7 @@ def parent_spuriosity(project: Project, store: FeatureStore, spurious: dict[int,
     """s(x) [N] of every image from the parent's features (NaN in unranked classes).
 
     Each split is scored as the audit scores it: with the project's 'stats' setting, i.e. mean and
-    std fitted on the training split by default (methods section 5).
+    std fitted on the training split by default (docs/methods.md §5).
     """
     from ..audit import Audit
 
@@ -61,7 +61,7 @@ def ranked_classes(scores: np.ndarray, labels: np.ndarray, mask: np.ndarray) -> 
 
 
 def gap_sets(scores: np.ndarray, labels: np.ndarray, mask: np.ndarray, k: int) -> tuple[np.ndarray, np.ndarray]:
-    """Dataset indices of the pooled High and Low sets inside `mask` (methods section 6).
+    """Dataset indices of the pooled High and Low sets inside `mask` (docs/methods.md §6).
 
     Per ranked class: High = its k highest-spuriosity images, Low = its k lowest, with
     k clamped to ⌊n_c / 2⌋ so the two never overlap. Returns (high [nH], low [nL]).

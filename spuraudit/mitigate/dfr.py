@@ -1,4 +1,4 @@
-"""Deep feature reweighting (DFR; methods section 7.1): refit the last layer on group-balanced held-out data.
+"""Deep feature reweighting (DFR; docs/methods.md §7.1): refit the last layer on group-balanced held-out data.
 
 The backbone stays frozen. The head is refitted on the VALIDATION split's features, downsampled so every
 group (class × attribute cell) has the same number of images, and the card reports test figures. Groups

@@ -1,4 +1,4 @@
-"""Error tuning, the baseline of methods section 7.1: head tuning on misclassified training images.
+"""Error tuning, the baseline of docs/methods.md §7.1: head tuning on misclassified training images.
 
 The same frozen-backbone SGD as low-spuriosity head tuning, but the tuning set is every training
 image the parent model gets wrong. It needs no spurious labels to run (without them it trains the

@@ -1,4 +1,4 @@
-"""Low-spuriosity head tuning (Spuriosity Rankings; methods section 7.1).
+"""Low-spuriosity head tuning (Spuriosity Rankings; docs/methods.md §7.1).
 
 The backbone stays frozen; the head, started from the model's own, is trained with SGD on the
 pooled features of the k lowest-spuriosity training images of each ranked class — the images where

@@ -8,7 +8,7 @@ its maps on the batch:
     raw XGradCAM map [B, h, w] -> ReLU -> ÷ per-image max -> bilinear upsampling to [B, H, W]
     -> per-image threshold (rule below) -> mask [B, H, W] -> masked images (pixels above set to 0)
 
-Threshold rules (methods section 7.2):
+Threshold rules (docs/methods.md §7.2):
   'official'      mean + 2·std of the strictly positive heatmap values (the MaskTune code). When the
                   map is concentrated on a few pixels the threshold can exceed the map's maximum and
                   nothing is masked, hence the masked-share diagnostic.

@@ -1,4 +1,4 @@
-"""MaskTune (Asgari et al., 2022; methods section 7.2): mask what the model looks at, fine-tune one epoch.
+"""MaskTune (Asgari et al., 2022; docs/methods.md §7.2): mask what the model looks at, fine-tune one epoch.
 
 Starting from the trained (ERM) model, every training image gets an XGradCAM heatmap of the class the
 model PREDICTS (no label is used); the hottest pixels are set to 0 and the whole model is fine-tuned

@@ -1,4 +1,4 @@
-"""Selective classification with an ERM and a MaskTune model (methods section 7.2).
+"""Selective classification with an ERM and a MaskTune model (docs/methods.md §7.2).
 
 The two models look at different evidence, so where they agree the combined prediction is more
 trustworthy. Each image's combined distribution is the elementwise product of the two models'

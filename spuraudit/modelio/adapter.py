@@ -26,7 +26,7 @@ class Normalize(nn.Module):
 
 
 class GlobalAveragePool(nn.Module):
-    """[B, D, h, w] -> [B, D]: the neural features r_d(x) of methods section 1."""
+    """[B, D, h, w] -> [B, D]: the neural features r_d(x) of docs/methods.md §1."""
 
     def forward(self, fmap: torch.Tensor) -> torch.Tensor:
         return fmap.mean(dim=(2, 3))
