@@ -25,6 +25,7 @@ import numpy as np
 import pandas as pd
 
 from . import paths
+from .common import Progress
 from .data import read_imagefolder, read_manifest
 from .data.archive import DatasetLayout, detect_layout, extract_zip
 from .data.manifest import LABEL_COLUMNS, MASK_COLUMNS, PATH_COLUMNS
@@ -34,7 +35,6 @@ from .modelio.inspection import CheckpointSummary, summarize_checkpoint
 from .project import Project
 from .jobs.kinds import PROJECT_CREATE
 
-from .common import Progress  # noqa: F401  (re-exported for callers)
 UPLOADS = "uploads"
 
 

@@ -10,6 +10,7 @@ import torch
 
 from . import paths
 from .analysis.metrics import accuracy, group_accuracies, worst_group_accuracy
+from .common import Progress
 from .data.demo import CLASS_NAMES, CUE_COLUMN, BiasSpec, bundled_digits, write_biased_digits
 from .modelio import ModelCard, build_audit_model, save_model
 from .project import Project
@@ -20,8 +21,6 @@ DEMO_MODEL = "demo-digitnet"
 DEMO_SIZES = (3000, 1000, 1000)  # train, val, test out of the 5,000 bundled digits
 DEMO_BIAS = BiasSpec(cue_rate_class0=0.98, cue_rate_class1=0.02)
 DEMO_EPOCHS = 6
-
-from .common import Progress  # noqa: F401  (re-exported for callers)
 
 
 def _stage(progress: Progress | None, start: float, end: float) -> Progress:
