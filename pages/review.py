@@ -39,7 +39,7 @@ from spuraudit.labels import (
     import_salient_csv,
 )
 from spuraudit.ui.nav import page_setup
-from spuraudit.ui.state import require_features, require_project
+from spuraudit.ui.state import annotator_name, require_features, require_project, signed_in_name
 from spuraudit.ui.widgets import cached_attack, cached_pair_evidence, image_row, image_set_picker, split_picker
 
 EVIDENCE_PX = 84  # top images, NAMs and attacks: the default 8 per row fit the evidence column on one line
@@ -58,6 +58,8 @@ st.title("Review features")
 # name; the label store only remembers the last name used on the project, for a visit without one.
 # "review_name" is a plain session key: it outlives the widget's own state when the reviewer visits
 # another page and comes back (the address then no longer carries the name).
+if signed_in_name() is not None:  # signed in: votes carry the sign-in's name, never the address's
+    st.session_state["reviewer"] = signed_in_name()
 if "reviewer" not in st.session_state:
     known = st.session_state.get("review_name") or (st.query_params.get("annotator") or "").strip()
     remembered = labels.get_setting("annotator") or project.settings.get("annotator") or ""
@@ -69,9 +71,9 @@ def _name_typed() -> None:
     st.session_state["review_name_guessed"] = False
 
 
-st.sidebar.text_input("Your name", key="reviewer", on_change=_name_typed,
+st.sidebar.text_input("Your name", key="reviewer", on_change=_name_typed, disabled=signed_in_name() is not None,
                       help="Every vote carries it. Kept in this page's address (bookmark it) and for the next visit.")
-reviewer = st.session_state.get("reviewer", "").strip()
+reviewer = annotator_name(st.session_state.get("reviewer", ""))
 if reviewer.startswith(MACHINE_PREFIX):
     st.sidebar.error(f"Names starting with '{MACHINE_PREFIX}' belong to the auto-labelers; choose another.")
     reviewer = ""
@@ -137,7 +139,7 @@ def _go_to(pair) -> None:
 
 
 def _vote(class_index: int, feature: int, answer: str, next_pair, reason_prefix: str = "") -> None:
-    name = st.session_state.get("reviewer", "").strip()
+    name = annotator_name(st.session_state.get("reviewer", ""))
     if not name or name.startswith(MACHINE_PREFIX):
         st.session_state["review_flash"] = "Type your name in the sidebar first."
         return
@@ -154,7 +156,7 @@ def _vote(class_index: int, feature: int, answer: str, next_pair, reason_prefix:
 
 
 def _undo() -> None:
-    name = st.session_state.get("reviewer", "").strip()
+    name = annotator_name(st.session_state.get("reviewer", ""))
     vote = labels.undo_last(name) if name and not name.startswith(MACHINE_PREFIX) else None
     if vote is None:
         st.session_state["review_flash"] = "You have no vote to retract."
