@@ -324,7 +324,7 @@ def app_launch(args) -> tuple[list[str], dict[str, str], str | None]:
     if shared and not (token or args.users):
         raise SystemExit(
             f"error: --host {args.host} lets other machines reach the app, so it needs sign-in: add --token (a random "
-            "access token, printed below) and/or --users FILE (see `spuraudit users add`). Without --host the app "
+            "access token, printed at start) and/or --users FILE (see `spuraudit users add`). Without --host the app "
             "listens on 127.0.0.1 only."
         )
     if shared:
