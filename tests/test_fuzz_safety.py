@@ -145,8 +145,33 @@ def _zip_file(world: World, entries: dict[str, bytes], name: str = "upload.zip",
     return path
 
 
+# ---- images and datasets --------------------------------------------------------------------------
+@bad_input("images", "An ImageFolder whose class folder holds a symbolic link to an image outside the dataset.",
+           "The link is listed as skipped (not followed); the file it points at is never read or shown.")
+def test_symlinked_image_is_not_followed(world):
+    from spuraudit.ui.create import preview_dataset
+
+    (world.data / "red" / "link.png").symlink_to(world.secret)
+    preview = preview_dataset(world.data)
+    assert str(world.secret) not in set(preview.table.paths)
+    assert any(path.endswith("link.png") and "symbolic link" in why for path, why in preview.table.skipped)
+    world.intact()
+
+
+@bad_input("datasets", "An ImageFolder whose class folder is a symbolic link to a folder outside the data root.",
+           "Its images are skipped as outside the dataset once links are resolved; none is read or shown.")
+def test_symlinked_class_folder_is_not_followed(world):
+    from spuraudit.ui.create import preview_dataset
+
+    (world.data / "blue").symlink_to(world.outside, target_is_directory=True)
+    preview = preview_dataset(world.data)
+    assert str(world.secret) not in set(preview.table.paths) and "blue" not in preview.table.class_names
+    assert any("secret.png" in path and "outside" in why for path, why in preview.table.skipped)
+    world.intact()
+
+
 # ---- zips --------------------------------------------------------------------------------------
-@bad_input("zips", "A zip entry named `../outside.png` (zip slip).",
+@bad_input("zips", "A zip entry named `../../outside/evil.png` (zip slip).",
            "Refused before a byte is written, naming the entry and '..'; nothing lands outside the upload folder.")
 def test_zip_slip_with_dot_dot(world, capsys):
     err = world.create(capsys, _zip_file(world, {**_good_entries(), "../../outside/evil.png": b"x"}))
@@ -306,7 +331,7 @@ def test_manifest_in_zip_names_a_data_root_file(world, capsys):
     world.intact()
 
 
-@bad_input("manifests", "An uploaded manifest with `--image-root /` so that its relative rows point at the server.",
+@bad_input("manifests", "An uploaded manifest with `--image-root` set to a server folder, so its relative rows point there.",
            "Refused: the rows still resolve outside the upload.")
 def test_manifest_in_zip_with_outside_image_root(world, capsys):
     err = world.create(capsys, _manifest_zip(world, []), None, "--image-root", str(world.outside))
@@ -713,3 +738,10 @@ def test_no_trust_box_on_a_shared_server(world, monkeypatch):
     assert any("tensors only" in i.value for i in at.info)
     assert not target.exists()
     world.intact()
+
+
+def test_the_bad_input_page_lists_exactly_the_tests():
+    """docs/bad-input.md is generated from the `@bad_input` registry; it must match the tests as they are."""
+    done = subprocess.run([sys.executable, "-m", "tests.fuzzcases", "--check"], capture_output=True, text=True,
+                          cwd=ROOT, env={**os.environ, "PYTHONPATH": str(ROOT)}, timeout=300)
+    assert done.returncode == 0, done.stderr
