@@ -38,6 +38,7 @@ from spuraudit.labels import (
     export_spurious_map,
     import_salient_csv,
 )
+from spuraudit.ui.auth import allowed
 from spuraudit.ui.nav import page_setup
 from spuraudit.ui.state import annotator_name, require_features, require_project, signed_in_name
 from spuraudit.ui.widgets import cached_attack, cached_pair_evidence, image_row, image_set_picker, split_picker
@@ -425,7 +426,8 @@ with imp:
     st.markdown("**Import a Salient ImageNet vote file** (CSV: WorkerId, Input.wordnet_id, Input.class_index, "
                 "Input.feature_index, Input.feature_rank, Answer.main, Answer.confidence, Answer.reasons)")
     upload = st.file_uploader("Vote CSV", type=["csv"], key="salient_upload")
-    if st.button("Import votes", key="salient_import", disabled=upload is None):
+    if st.button("Import votes", key="salient_import", disabled=upload is None or not allowed("admin")) \
+            and allowed("admin"):  # imported votes carry other people's names: admins only
         try:
             data = io.BytesIO(upload.getvalue())
             data.name = upload.name  # errors name the file
