@@ -6,6 +6,7 @@ checking one compares in constant time.
 
 from __future__ import annotations
 
+import functools
 import hashlib
 import hmac
 import os
@@ -92,11 +93,16 @@ def read_users(path: str | Path) -> dict[str, User]:
     return {name: User(name, role) for name, role, _ in _parse(Path(path))}
 
 
+@functools.lru_cache(maxsize=1)
+def _decoy_hash() -> str:
+    return hash_password(secrets.token_urlsafe(16))
+
+
 def check_password(path: str | Path, name: str, password: str) -> User | None:
     """The user when `password` is theirs, else None. An unknown name costs a hash too, so that timing does
     not tell which names exist."""
     entries = {n: (r, h) for n, r, h in _parse(Path(path))}
-    role, stored = entries.get(name, ("viewer", hash_password("unused-password", b"0" * 16)))
+    role, stored = entries.get(name, ("viewer", _decoy_hash()))
     ok = verify_password(password, stored)
     return User(name, role) if ok and name in entries else None
 
