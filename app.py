@@ -13,6 +13,7 @@ from spuraudit import paths
 from spuraudit.jobs.kinds import DEMO_BUILD, FEATURES_EXTRACT
 from spuraudit.project import list_projects
 from spuraudit.ui import jobs as ui_jobs
+from spuraudit.ui.auth import allowed, pickle_trust_offered, server_path
 from spuraudit.ui.nav import page_setup
 from spuraudit.ui.state import load_model, project_choice
 
@@ -40,7 +41,7 @@ if not list_projects():
         "and learns the square as a shortcut. Then find the feature that detects it, rank the images by "
         "it, and measure how much the model relies on it."
     )
-    if not running and st.button("Build the demo", type="primary", icon=":material/rocket_launch:"):
+    if not running and allowed("admin") and st.button("Build the demo", type="primary", icon=":material/rocket_launch:"):
         ui_jobs.submit(DEMO_BUILD, {"base": str(paths.home())}, "Build the demo")
         st.rerun()
 
@@ -65,12 +66,14 @@ def _open_own_data() -> None:
         size = c1.number_input("Input size (px)", 16, 1024, 224)
         mean = c2.text_input("Normalisation mean", "0.485,0.456,0.406")
         std = c3.text_input("Normalisation std", "0.229,0.224,0.225")
-        trust = st.checkbox("I trust this checkpoint file (allow full pickle loading, which can run code)")
+        trust = pickle_trust_offered() and st.checkbox(
+            "I trust this checkpoint file (allow full pickle loading, which can run code)")
         submitted = st.form_submit_button("Create project and extract features", type="primary")
     if submitted:
         from spuraudit.create import create_project
 
         try:
+            data, checkpoint = server_path(data, "dataset path"), server_path(checkpoint, "checkpoint path")
             created = create_project(name, data, groups, arch, checkpoint, int(size), mean, std, trust)
         except Exception as exc:  # shown to the user as it is: these errors name the file and the fix
             st.error(str(exc))
@@ -81,8 +84,9 @@ def _open_own_data() -> None:
         st.rerun()
 
 
-with st.expander("Audit your own dataset and model", expanded=False):
-    _open_own_data()
+if allowed("admin"):
+    with st.expander("Audit your own dataset and model", expanded=False):
+        _open_own_data()
 
 if project is None:
     st.stop()
@@ -100,7 +104,7 @@ c4.metric("Features per image", model.num_features)
 
 if store is None:
     st.warning("Features are not extracted yet for this model and dataset.")
-    if not running and st.button("Extract features", type="primary"):
+    if not running and allowed("admin") and st.button("Extract features", type="primary"):
         ui_jobs.submit(FEATURES_EXTRACT, {"project": str(project.folder)}, f"Extract features: {project.name}")
         st.rerun()
 else:

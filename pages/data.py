@@ -23,6 +23,7 @@ from spuraudit.create import (
     save_upload,
     unpack_dataset_zip,
 )
+from spuraudit.ui.auth import pickle_trust_offered, require_role, server_path
 from spuraudit.ui.nav import link, page_setup
 
 CHECKPOINT_TYPES = ["pt", "pth", "th", "bin", "ckpt", "safetensors", "tar"]
@@ -33,6 +34,7 @@ MAX_CLASSES_WITH_THUMBNAILS = 20
 
 page_setup("Add data & model")
 st.title("Add data & model")
+require_role("admin", "Adding data and models")
 st.caption(
     "Bring an image dataset and a trained classifier. Nothing is written until you press **Create project**; "
     "paths are on the machine that runs spuraudit, uploads are kept under its `uploads/` folder."
@@ -85,10 +87,20 @@ else:
     data_path = st.text_input("Dataset path: an ImageFolder root, a CSV manifest, Waterbirds' metadata.csv, "
                               "or a folder holding one", key="data_path",
                               placeholder="/data/waterbirds/metadata.csv").strip()
+    try:
+        data_path = server_path(data_path, "dataset path")
+    except ValueError as exc:  # outside the data roots: refused before anything is read
+        st.error(str(exc))
+        data_path = ""
 image_root = ""
 if data_path.lower().endswith(".csv"):
     image_root = st.text_input("Folder the CSV's image paths start from (default: the CSV's own folder)",
                                key="image_root").strip()
+    try:
+        image_root = server_path(image_root, "image folder") if data_source != "Upload a zip" else image_root
+    except ValueError as exc:
+        st.error(str(exc))
+        data_path = image_root = ""
 
 preview = None
 if data_path:
@@ -144,6 +156,11 @@ if model_source == "Upload a file":
 else:
     checkpoint = st.text_input("Checkpoint path", key="checkpoint_path",
                                placeholder="/models/resnet50_waterbirds.pt").strip()
+    try:
+        checkpoint = server_path(checkpoint, "checkpoint path")
+    except ValueError as exc:
+        st.error(str(exc))
+        checkpoint = ""
 
 choices = _architectures()
 arch = st.selectbox("Architecture (type to search)", choices,
@@ -166,7 +183,10 @@ if arch == "torchscript":
     feature_layer = t1.text_input("Feature-map submodule (optional)", key="ts_feature_layer", placeholder="layer4")
     head_name = t2.text_input("Head submodule (optional)", key="ts_head", placeholder="fc")
     options = {k: v.strip() for k, v in (("feature_layer", feature_layer), ("head", head_name)) if v.strip()}
-trust = st.checkbox("I trust this file (allow full pickle loading, which can run code hidden in it)", key="trust")
+if pickle_trust_offered():
+    trust = st.checkbox("I trust this file (allow full pickle loading, which can run code hidden in it)", key="trust")
+else:  # a shared server never unpickles on a browser's behalf: checkpoints load as tensors only
+    trust = False
 linear_probe = st.checkbox("The checkpoint is a backbone: fit a new linear head on the training split (linear probe)",
                            key="linear_probe")
 class_balanced, probe_fraction = False, None
@@ -182,7 +202,9 @@ if checkpoint:
     if summary.needs_trust:
         st.error("Refused: " + summary.refusal)
         st.info("Tick **I trust this file** only if you know where it came from; otherwise re-save it as a "
-                "plain state dict.")
+                "plain state dict." if pickle_trust_offered() else
+                "This server loads checkpoints as tensors only: re-save it as a plain state dict "
+                "(torch.save(model.state_dict(), 'weights.pt')) or as .safetensors.")
     elif summary.refusal:
         st.error(summary.refusal)
     else:

@@ -7,7 +7,8 @@ import streamlit as st
 
 from spuraudit.audit import Audit
 from spuraudit.ui.nav import page_setup
-from spuraudit.ui.state import require_features, require_project
+from spuraudit.ui.auth import allowed
+from spuraudit.ui.state import annotator_name, require_features, require_project, signed_in_name
 from spuraudit.ui.widgets import (
     cached_attack,
     cached_cams,
@@ -33,8 +34,8 @@ n_images = st.sidebar.slider("Images per feature", 4, 16, 8, key="n_images")
 from spuraudit.explain import CAM_METHODS  # noqa: E402  (after the project checks: imports torch)
 
 cam_method = st.sidebar.selectbox("CAM method", list(CAM_METHODS), key="cam_method")
-annotator = st.sidebar.text_input("Your name (for labels)", value=project.settings.get("annotator") or "",
-                                  key="annotator")
+annotator = st.sidebar.text_input("Your name (for labels)", key="annotator", disabled=signed_in_name() is not None,
+                                  value=signed_in_name() or project.settings.get("annotator") or "")
 
 triage_k = int(project.settings.get("triage_k", 25))
 top = audit.top_features(class_index, k=k, split=split, mode=mode, triage_k=triage_k)
@@ -69,8 +70,9 @@ for row in top.itertuples():
         with control:
             choice = st.segmented_control("Label", list(LABEL_CHOICES), key=f"label-{class_index}-{d}",
                                           label_visibility="collapsed")
-            if st.button("Save label", key=f"save-{class_index}-{d}", disabled=choice is None):
-                name = annotator.strip() or "anonymous"
+            if st.button("Save label", key=f"save-{class_index}-{d}", disabled=choice is None or not allowed("annotator")) \
+                    and allowed("annotator"):
+                name = annotator_name(annotator) or "anonymous"
                 project.update_settings(annotator=name)
                 project.labels().add_vote(class_index, d, LABEL_CHOICES[choice], annotator=name)
                 st.toast(f"Feature {d} of class {class_index} labelled {choice}")

@@ -8,6 +8,7 @@ import streamlit as st
 
 from spuraudit import paths
 from spuraudit.ui import jobs as ui_jobs
+from spuraudit.ui.auth import allowed
 from spuraudit.ui.nav import page_setup
 
 page_setup("Jobs")
@@ -26,7 +27,7 @@ workers = live_workers(paths.jobs_db())
 c1, c2 = st.columns([3, 1])
 c1.write(f"**{len(workers)}** worker process{'es' if len(workers) != 1 else ''} alive "
          f"({', '.join(str(w) for w in workers) or 'none; one starts when a job is submitted'}).")
-if c2.button("Start a worker", disabled=bool(workers)):
+if c2.button("Start a worker", disabled=bool(workers) or not allowed("admin")) and allowed("admin"):
     from spuraudit.jobs import ensure_worker
 
     ensure_worker(paths.jobs_db())
@@ -59,10 +60,10 @@ def job_list() -> None:
                            f"finished {_when(job.finished)}")
             with buttons:
                 if job.status in ("queued", "running"):
-                    if st.button("Cancel", key=f"cancel-{job.id}"):
+                    if st.button("Cancel", key=f"cancel-{job.id}", disabled=not allowed("admin")) and allowed("admin"):
                         queue.cancel(job.id)
                         st.rerun()
-                elif st.button("Run again", key=f"retry-{job.id}"):
+                elif st.button("Run again", key=f"retry-{job.id}", disabled=not allowed("admin")) and allowed("admin"):
                     # retry() reuses the import path stored in the row: a kind registered by another
                     # page (or process) need not be registered in this one.
                     from spuraudit.jobs import ensure_worker

@@ -11,6 +11,7 @@ from spuraudit.jobs.kinds import MITIGATE_RUN as JOB_KIND
 from spuraudit.mitigate import METHODS, list_mitigated_models, split_metrics
 from spuraudit.mitigate.data import spurious_labels
 from spuraudit.ui import jobs as ui_jobs
+from spuraudit.ui.auth import allowed
 from spuraudit.ui.nav import link, page_setup
 from spuraudit.ui.options import option_widget
 from spuraudit.ui.state import load_model, require_features, require_project
@@ -52,9 +53,10 @@ with st.form(f"options-{method_name}"):
     for i, option in enumerate(method.options):
         with columns[i % 3]:
             values[option.name] = option_widget(option, key=f"opt-{method_name}-{option.name}")
-    launched = st.form_submit_button("Launch", type="primary", icon=":material/rocket_launch:")
+    launched = st.form_submit_button("Launch", type="primary", icon=":material/rocket_launch:",
+                                     disabled=not allowed("admin"))  # launching jobs: admins only
 
-if launched:
+if launched and allowed("admin"):
     try:
         options = method.resolve_options(values)
     except ValueError as exc:

@@ -302,9 +302,53 @@ def cmd_worker(args):
     return worker_main(argv)
 
 
+def app_launch(args) -> tuple[list[str], dict[str, str], str | None]:
+    """The Streamlit command line and environment `spuraudit app` starts, and the access token it made (None
+    without one). Secrets travel in the environment, never on the command line. Raises SystemExit when a
+    server bound beyond this machine would have no sign-in."""
+    import os
+    import secrets
+
+    from .auth import ALLOW_PICKLE_ENV, SHARED_ENV, TOKEN_ENV, USERS_ENV, is_loopback, read_users
+
+    shared = not is_loopback(args.host)
+    env = {k: v for k, v in os.environ.items() if k not in (TOKEN_ENV, USERS_ENV, SHARED_ENV, ALLOW_PICKLE_ENV)}
+    token = None
+    if args.token:
+        token = os.environ.get(TOKEN_ENV) or secrets.token_urlsafe(24)  # a fixed one may come from the env
+        env[TOKEN_ENV] = token
+    if args.users:
+        users_file = Path(args.users).expanduser().resolve()
+        if not read_users(users_file):  # checks the whole file now rather than at the first sign-in
+            raise SystemExit(f"error: {users_file} holds no users; add one with `spuraudit users add NAME --file {users_file}`.")
+        env[USERS_ENV] = str(users_file)
+    if shared and not (token or args.users):
+        raise SystemExit(
+            f"error: --host {args.host} lets other machines reach the app, so it needs sign-in: add --token (a random "
+            "access token, printed at start) and/or --users FILE (see `spuraudit users add`). Without --host the app "
+            "listens on 127.0.0.1 only."
+        )
+    if shared:
+        env[SHARED_ENV] = "1"
+    if args.allow_pickle_uploads:
+        env[ALLOW_PICKLE_ENV] = "1"
+    roots = [Path(r).expanduser().resolve() for r in (args.data_root or [Path.home()])]
+    missing = [str(r) for r in roots if not r.is_dir()]
+    if missing:
+        raise SystemExit(f"error: data roots {missing} are not folders.")
+    env[paths.DATA_ROOTS_ENV] = os.pathsep.join(str(r) for r in roots)
+    app = Path(__file__).resolve().parent.parent / "app.py"
+    argv = [sys.executable, "-m", "streamlit", "run", str(app), "--server.address", args.host,
+            "--server.port", str(args.port)]
+    if shared:
+        argv += ["--server.headless", "true"]  # a server: no browser to open on its own screen
+    return argv, env, token
+
+
 def cmd_app(args):
     import subprocess
 
+    argv, env, token = app_launch(args)
     if args.demo and not (paths.projects_dir() / "demo" / "project.json").is_file():
         from .jobs import JobQueue, ensure_worker
 
@@ -314,8 +358,38 @@ def cmd_app(args):
             queue.submit(DEMO_BUILD, {"base": str(paths.home())}, title="Build the demo")
         ensure_worker(paths.jobs_db())
         print("building the demo in the background; the app's Home page shows its progress", file=sys.stderr)
-    app = Path(__file__).resolve().parent.parent / "app.py"
-    return subprocess.call([sys.executable, "-m", "streamlit", "run", str(app), "--server.port", str(args.port)])
+    shown = "localhost" if args.host in ("127.0.0.1", "::1") else args.host
+    if token:
+        print(f"sign in with the access token: http://{shown}:{args.port}/?token={token}", file=sys.stderr)
+    print(f"data roots (where typed paths and manifests may point): {env[paths.DATA_ROOTS_ENV]}", file=sys.stderr)
+    return subprocess.call(argv, env=env)
+
+
+def cmd_users(args):
+    """Add a person to a users file (the password is asked for, or read from stdin when piped), or list them."""
+    import getpass
+
+    from .auth import UsersFileError, add_user, read_users
+
+    try:
+        if args.action == "list":
+            users = read_users(args.file)
+            print("\n".join(f"{u.name}\t{u.role}" for u in users.values()) or "no users")
+            return 0
+        if not args.name:
+            raise SystemExit("error: give the user's name: spuraudit users add NAME --role annotator")
+        if sys.stdin.isatty():
+            password = getpass.getpass(f"password for {args.name}: ")
+            if getpass.getpass("again: ") != password:
+                raise SystemExit("error: the two passwords differ; nothing was written.")
+        else:
+            password = sys.stdin.readline().rstrip("\r\n")
+        new = add_user(args.file, args.name, args.role, password)
+    except UsersFileError as exc:
+        print(f"error: {exc}", file=sys.stderr)
+        return 2
+    print(f"{'added' if new else 'updated'} {args.name} ({args.role}) in {args.file}")
+    return 0
 
 
 # ---- parser ----------------------------------------------------------------------------------
@@ -433,9 +507,30 @@ def build_parser() -> argparse.ArgumentParser:
     sp.add_argument("--once", action="store_true", help="run the queued jobs, then exit")
     sp.add_argument("--idle-exit", type=float, help="exit after this many idle seconds")
 
-    sp = add("app", cmd_app, "start the web app", project=False, json_out=False)
+    sp = add("app", cmd_app, "start the web app (on this machine only, unless --host says otherwise)",
+             project=False, json_out=False)
+    sp.add_argument("--host", default="127.0.0.1",
+                    help="address to listen on (default 127.0.0.1: this machine only); any other needs --token "
+                         "and/or --users")
     sp.add_argument("--port", type=int, default=8501)
+    sp.add_argument("--token", action="store_true",
+                    help="require a random access token (printed at start; SPURAUDIT_AUTH_TOKEN fixes one)")
+    sp.add_argument("--users", metavar="FILE", help="require sign-in with the users in FILE (spuraudit users add)")
+    sp.add_argument("--data-root", action="append", metavar="DIR",
+                    help="a folder typed paths and CSV manifests may point into (repeatable; default: your home "
+                         "folder)")
+    sp.add_argument("--allow-pickle-uploads", action="store_true",
+                    help="offer 'I trust this file' (full pickle loading, can run code) to admins of a shared "
+                         "server; without it, checkpoints from browsers load as tensors only")
     sp.add_argument("--demo", action="store_true", help="build the built-in demo first if it is not there yet")
+
+    sp = add("users", cmd_users, "add a person to a users file for a shared app, or list them", project=False,
+             json_out=False)
+    sp.add_argument("action", choices=["add", "list"])
+    sp.add_argument("name", nargs="?", help="the user's name (letters, digits, '.', '_', '@', '-')")
+    sp.add_argument("--role", default="annotator", choices=["viewer", "annotator", "admin"],
+                    help="viewer: look; annotator: also vote; admin: also create projects, upload, launch jobs")
+    sp.add_argument("--file", default="users.tsv", help="the users file (default: users.tsv)")
     return p
 
 

@@ -26,6 +26,7 @@ from typing import BinaryIO
 
 import pandas as pd
 
+from .. import paths
 from .images import is_image_file
 from .imagefolder import SPLIT_NAMES
 from .manifest import LABEL_COLUMNS, PATH_COLUMNS
@@ -36,9 +37,11 @@ DEFAULT_MAX_FILES = 500_000
 DEFAULT_MAX_RATIO = 200.0  # JPEG/PNG barely compress; even CSV text stays far below this
 RATIO_EXEMPT_BYTES = 1024**2  # small files may compress extremely well (a blank image) and cost nothing
 CHUNK = 1024**2
+NAME_MAX = 255  # bytes in one file or folder name on Linux, macOS and Windows file systems
+PATH_MAX = 4000  # bytes in a whole path, a little under Linux's 4096 to leave room for the destination
 
 # Files that operating systems add to zips and that are never data.
-_JUNK_PARTS = {"__MACOSX", ".DS_Store", "Thumbs.db", "desktop.ini"}
+_JUNK_PARTS = {"__MACOSX", ".DS_Store", "Thumbs.db", "desktop.ini", paths.UPLOAD_MARKER}
 _DRIVE = re.compile(r"^[A-Za-z]:")
 
 
@@ -56,6 +59,14 @@ def _safe_parts(name: str) -> tuple[str, ...] | None:
     if unified.startswith("/") or _DRIVE.match(unified):
         raise ArchiveError(f"entry {name!r}: absolute path; archive entries must be relative. Refused.")
     parts = [p for p in PurePosixPath(unified).parts if p not in ("", ".")]
+    long = [p for p in parts if len(p.encode("utf-8", "surrogateescape")) > NAME_MAX]
+    if long:
+        raise ArchiveError(
+            f"entry {name[:80]!r}...: the name {long[0][:40]!r}... is {len(long[0].encode('utf-8', 'surrogateescape'))} "
+            f"bytes long, over the {NAME_MAX}-byte limit of file systems. Refused; shorten it and zip again."
+        )
+    if len(unified.encode("utf-8", "surrogateescape")) > PATH_MAX:
+        raise ArchiveError(f"entry {name[:80]!r}...: the path is longer than {PATH_MAX} bytes. Refused.")
     if any(p == ".." for p in parts):
         raise ArchiveError(f"entry {name!r}: '..' would write outside the destination folder. Refused.")
     if any(_DRIVE.match(p) for p in parts):
@@ -110,12 +121,22 @@ def extract_zip(
         raise ArchiveError(f"{label}: not a zip file ({exc}). Upload a .zip of the dataset folder.") from None
     except OSError as exc:
         raise ArchiveError(f"{label}: cannot be read ({exc}).") from None
-    dest.parent.mkdir(parents=True, exist_ok=True)
-    tmp = Path(tempfile.mkdtemp(prefix=f".tmp-{dest.name}-", dir=dest.parent))
+    if len(dest.name.encode("utf-8", "surrogateescape")) > NAME_MAX:
+        archive.close()
+        raise ArchiveError(f"{label}: the name is too long for a folder ({len(dest.name)} characters, limit "
+                           f"{NAME_MAX} bytes); rename the file and upload it again.")
+    try:
+        dest.parent.mkdir(parents=True, exist_ok=True)
+        tmp = Path(tempfile.mkdtemp(prefix=".tmp-extract-", dir=dest.parent))
+    except OSError as exc:
+        archive.close()
+        raise ArchiveError(f"{dest.parent}: cannot create the folder to extract into ({exc}).") from None
     try:
         with archive:
             plan = _plan(archive, max_total_bytes, max_files, max_ratio)
             _write_all(archive, plan, tmp, max_total_bytes, max_ratio)
+        # Manifests below this marker may name files inside this upload only (see data/manifest.py).
+        (tmp / paths.UPLOAD_MARKER).write_text("extracted upload\n")
         if dest.exists():
             dest.rmdir()  # empty, checked above
         os.replace(tmp, dest)
@@ -129,6 +150,7 @@ def _plan(archive: zipfile.ZipFile, max_total_bytes: int, max_files: int, max_ra
     """Check every entry's header before writing a byte: (info, parts) of the files to write."""
     plan: list[tuple[zipfile.ZipInfo, tuple[str, ...]]] = []
     seen: set[str] = set()
+    folders: dict[str, str] = {}  # every folder the entries need (lower-cased, as case-blind systems see it)
     declared_total = 0
     for info in archive.infolist():
         parts = _safe_parts(info.filename)
@@ -140,9 +162,24 @@ def _plan(archive: zipfile.ZipFile, max_total_bytes: int, max_files: int, max_ra
             raise ArchiveError(f"entry {info.filename!r}: not a regular file or folder (device, pipe, ...). Refused.")
         if info.flag_bits & 0x1:
             raise ArchiveError(f"entry {info.filename!r}: encrypted; upload an archive without a password.")
-        if info.is_dir() or not parts:
+        if not parts:
             continue
         key = "/".join(parts).lower()
+        for depth in range(1, len(parts) if not info.is_dir() else len(parts) + 1):
+            folder = "/".join(parts[:depth]).lower()
+            if folder in seen:
+                raise ArchiveError(
+                    f"entry {info.filename!r}: needs a folder '{'/'.join(parts[:depth])}', but the archive also "
+                    f"holds a file of that name. Refused; rename one of them and zip again."
+                )
+            folders.setdefault(folder, info.filename)
+        if info.is_dir():
+            continue
+        if key in folders:
+            raise ArchiveError(
+                f"entry {info.filename!r}: a file with the same name as the folder of entry {folders[key]!r}. "
+                "Refused; rename one of them and zip again."
+            )
         if key in seen:
             raise ArchiveError(f"entry {info.filename!r}: appears twice in the archive; refused rather than overwrite.")
         seen.add(key)
@@ -170,9 +207,9 @@ def _write_all(archive, plan, root: Path, max_total_bytes: int, max_ratio: float
         # Belt and braces: the resolved target must still be inside the extraction folder.
         if os.path.commonpath([root.resolve(), target.resolve()]) != str(root.resolve()):
             raise ArchiveError(f"entry {info.filename!r}: resolves outside the destination folder. Refused.")
-        target.parent.mkdir(parents=True, exist_ok=True)
         written = 0
         try:
+            target.parent.mkdir(parents=True, exist_ok=True)
             with archive.open(info) as src, open(target, "xb") as out:
                 while chunk := src.read(CHUNK):
                     written += len(chunk)

@@ -37,6 +37,7 @@ def read_imagefolder(
         layout = [(SPLIT_NAMES[d.name.lower()], d) for d in split_dirs]
     else:
         layout = [("all", root)]
+    inside = root.resolve()
     found: list[tuple[str, str, str]] = []  # (split, class name, path)
     skipped: list[tuple[str, str]] = []
     for split, folder in layout:
@@ -45,8 +46,11 @@ def read_imagefolder(
                 if f.is_symlink():
                     skipped.append((str(f), "symbolic link (not followed)"))
                 elif f.is_file():
-                    if is_image_file(f):
-                        found.append((split, cdir.name, str(f.resolve())))
+                    resolved = f.resolve()
+                    if inside not in resolved.parents:  # reached through a linked folder: not this dataset's
+                        skipped.append((str(f), f"outside {root} once links are resolved (not followed)"))
+                    elif is_image_file(f):
+                        found.append((split, cdir.name, str(resolved)))
                     elif not f.name.startswith("."):
                         skipped.append((str(f), "not an image file (by extension)"))
     if not found:

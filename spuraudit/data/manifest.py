@@ -6,6 +6,7 @@ from pathlib import Path
 
 import pandas as pd
 
+from .. import paths
 from .images import check_image
 from .table import DatasetError, ImageTable
 
@@ -26,6 +27,28 @@ def _pick(columns, candidates, what: str, csv_path: Path, required: bool = True)
             f"{csv_path}: no {what} column. Name one of {list(candidates)} (found {list(columns)})."
         )
     return None
+
+
+def _allowed_roots(csv_path: Path) -> tuple[list[Path] | None, str]:
+    """Where the manifest's rows may point: inside its own upload when it came in one (whatever the server's
+    data roots), else inside the server's data roots (None: anywhere, as for a local user)."""
+    upload = paths.upload_root(csv_path)
+    if upload is not None:
+        return [upload], "the uploaded archive it came in"
+    roots = paths.data_roots()
+    return roots, "the server's data roots"
+
+
+def _confined(csv_path: Path, line: int, path: Path, allowed: list[Path] | None, where: str) -> Path:
+    """The row's file with links resolved, refused when it lies outside `allowed`."""
+    resolved = path.resolve()
+    if allowed is not None and not any(r == resolved or r in resolved.parents for r in allowed):  # roots resolved
+        raise DatasetError(
+            f"{csv_path}, line {line}: '{path}' resolves to {resolved}, outside {where} "
+            f"({', '.join(str(r) for r in allowed)}). A manifest may only name files inside "
+            f"{'its own upload' if 'upload' in where else 'a data root'}; nothing was read."
+        )
+    return resolved
 
 
 def read_manifest(
@@ -49,6 +72,7 @@ def read_manifest(
     if df.empty:
         raise DatasetError(f"{csv_path}: has a header but no rows.")
     root = Path(image_root) if image_root else csv_path.parent
+    allowed, where = _allowed_roots(csv_path)
     path_col = _pick(df.columns, PATH_COLUMNS, "image path", csv_path)
     label_col = _pick(df.columns, LABEL_COLUMNS, "label", csv_path)
     mask_col = _pick(df.columns, MASK_COLUMNS, "mask", csv_path, required=False)
@@ -83,7 +107,7 @@ def read_manifest(
         rel = rec[path_col].strip()
         if not rel:
             raise DatasetError(f"{csv_path}, line {line}: empty image path.")
-        path = (root / rel).resolve()
+        path = _confined(csv_path, line, root / rel, allowed, where)
         split = "all"
         if split_col:
             value = rec[split_col].strip().lower()
@@ -100,7 +124,7 @@ def read_manifest(
             continue
         row = {"path": str(path), "label": label, "split": split}
         if mask_col and rec[mask_col].strip():
-            row["mask_path"] = str((root / rec[mask_col].strip()).resolve())
+            row["mask_path"] = str(_confined(csv_path, line, root / rec[mask_col].strip(), allowed, where))
         for g in group_columns:
             row[g] = rec[g]
         rows.append(row)

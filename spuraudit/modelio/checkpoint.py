@@ -2,7 +2,10 @@
 
 from __future__ import annotations
 
+import json
+import math
 import pickle
+import struct
 import zipfile
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -36,18 +39,70 @@ def _is_tensor_dict(obj) -> bool:
     return isinstance(obj, dict) and bool(obj) and all(isinstance(v, torch.Tensor) for v in obj.values())
 
 
+# Bytes per element of the dtypes safetensors writes; the header's shapes must match the data's size.
+_SAFETENSORS_ITEMSIZE = {"BOOL": 1, "U8": 1, "I8": 1, "F8_E5M2": 1, "F8_E4M3": 1, "I16": 2, "U16": 2, "F16": 2,
+                         "BF16": 2, "I32": 4, "U32": 4, "F32": 4, "I64": 8, "U64": 8, "F64": 8}
+MAX_SAFETENSORS_HEADER = 100 * 1024**2  # safetensors' own limit; real headers are kilobytes
+
+
+def _check_safetensors(path: Path) -> None:
+    """Read the header before the library does, so a broken or lying file gets a message, not a crash:
+    the header size must fit the file, the header must be JSON, and every tensor's shape and dtype must
+    add up to the bytes it claims, inside the file."""
+    def refuse(why: str) -> CheckpointError:
+        return CheckpointError(f"{path}: not a valid .safetensors file: {why}. Re-save it with "
+                               "safetensors.torch.save_file, or give a torch.save checkpoint.")
+
+    size = path.stat().st_size
+    with open(path, "rb") as f:
+        head = f.read(8)
+        if len(head) < 8:
+            raise refuse(f"only {size} bytes long, shorter than the 8-byte header size")
+        (n,) = struct.unpack("<Q", head)
+        if n > MAX_SAFETENSORS_HEADER or n > size - 8:
+            raise refuse(f"its header claims {n:,} bytes but the file holds {size - 8:,} after the size field")
+        raw = f.read(n)
+    try:
+        header = json.loads(raw.decode("utf-8"))
+    except (UnicodeDecodeError, ValueError) as exc:
+        raise refuse(f"the header is not JSON ({exc})") from None
+    if not isinstance(header, dict):
+        raise refuse("the header is not a JSON object")
+    data_bytes = size - 8 - n
+    for name, entry in header.items():
+        if name == "__metadata__":
+            continue
+        try:
+            dtype, shape, (begin, end) = entry["dtype"], entry["shape"], entry["data_offsets"]
+            count = math.prod(int(d) for d in shape)
+            ok_numbers = all(int(d) >= 0 for d in shape) and 0 <= int(begin) <= int(end)
+        except (KeyError, TypeError, ValueError):
+            raise refuse(f"tensor '{name}' lacks a dtype, shape or data_offsets entry") from None
+        if dtype not in _SAFETENSORS_ITEMSIZE:
+            raise refuse(f"tensor '{name}' has an unknown dtype {dtype!r}")
+        if not ok_numbers or int(end) > data_bytes:
+            raise refuse(f"tensor '{name}' claims bytes {begin}..{end} but the data holds {data_bytes:,} bytes")
+        if count * _SAFETENSORS_ITEMSIZE[dtype] != int(end) - int(begin):
+            raise refuse(f"tensor '{name}' has shape {shape} of {dtype} ({count * _SAFETENSORS_ITEMSIZE[dtype]:,} "
+                         f"bytes) but claims {int(end) - int(begin):,} bytes of data")
+
+
 def _raw_load(path: Path, trust_pickle: bool):
     if path.suffix == ".safetensors":
         from safetensors.torch import load_file
 
-        return load_file(str(path))
+        _check_safetensors(path)
+        try:
+            return load_file(str(path))
+        except Exception as exc:  # the checks above catch the known cases; the library may still object
+            raise CheckpointError(f"{path}: not a readable .safetensors file ({type(exc).__name__}: {exc}).") from None
     try:
         return torch.load(path, map_location="cpu", weights_only=not trust_pickle)
     except pickle.UnpicklingError as exc:
         raise UntrustedPickleError(
             f"{path}: this checkpoint contains Python objects beyond tensors, so loading it can run code "
             f"hidden in the file ({str(exc).splitlines()[0]}). If you trust where it came from, load it with "
-            "--trust-pickle (CLI) or tick 'I trust this file' (app); otherwise re-save it as a plain "
+            "--trust-pickle (CLI) or tick 'I trust this file' (app, where the server allows it); otherwise re-save it as a plain "
             "state dict: torch.save(model.state_dict(), 'weights.pt')."
         ) from None
     except Exception as exc:  # torch raises many kinds on garbage; all mean 'not a checkpoint'
@@ -106,7 +161,24 @@ def read_checkpoint(path: str | Path, trust_pickle: bool = False) -> Checkpoint:
         if all(k.startswith(prefix) for k in state):
             state = {k[len(prefix):]: v for k, v in state.items()}
             notes.append(f"prefix '{prefix}' removed")
+    _refuse_nonfinite(path, state)
     return Checkpoint(state_dict=state, mean=mean, std=std, notes=notes)
+
+
+def _refuse_nonfinite(path: Path, state: dict[str, torch.Tensor]) -> None:
+    """NaN or infinite weights make every prediction and every feature meaningless, silently: refuse them."""
+    bad = []
+    for name, tensor in state.items():
+        if (tensor.is_floating_point() or tensor.is_complex()) and tensor.numel():
+            finite = torch.isfinite(tensor)
+            if not bool(finite.all()):
+                bad.append(f"{name} ({int((~finite).sum()):,} of {tensor.numel():,} values)")
+    if bad:
+        more = f" and {len(bad) - 5} more" if len(bad) > 5 else ""
+        raise CheckpointError(
+            f"{path}: {len(bad)} tensors hold NaN or infinite values: {', '.join(bad[:5])}{more}. The training "
+            "that wrote it diverged or the file is damaged; use an earlier checkpoint."
+        )
 
 
 def fit_state_dict(net: nn.Module, state: dict[str, torch.Tensor], source: str | Path = "checkpoint") -> None:

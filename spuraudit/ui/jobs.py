@@ -14,8 +14,12 @@ def queue():
 
 
 def submit(kind: str, params: dict, title: str) -> int:
-    """Queue a job and make sure a worker process is there to run it."""
+    """Queue a job and make sure a worker process is there to run it (admins only, where people sign in)."""
     from ..jobs import ensure_worker
+    from .auth import allowed
+
+    if not allowed("admin"):
+        raise PermissionError("Launching jobs needs the admin role on this server; ask the operator for it.")
 
     q = queue()
     job_id = q.submit(kind, params, title=title)

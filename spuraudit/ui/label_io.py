@@ -8,6 +8,7 @@ import json
 import streamlit as st
 
 from ..labels import SalientCSVError, export_labels_json, export_salient_csv, export_spurious_map, import_salient_csv
+from .auth import allowed
 
 
 def import_export_section(project, labels, num_classes: int, num_features: int) -> None:
@@ -17,7 +18,8 @@ def import_export_section(project, labels, num_classes: int, num_features: int) 
         st.markdown("**Import a Salient ImageNet vote file** (CSV: WorkerId, Input.wordnet_id, Input.class_index, "
                     "Input.feature_index, Input.feature_rank, Answer.main, Answer.confidence, Answer.reasons)")
         upload = st.file_uploader("Vote CSV", type=["csv"], key="salient_upload")
-        if st.button("Import votes", key="salient_import", disabled=upload is None):
+        may_import = allowed("admin")  # imported votes carry other people's names: admins only
+        if st.button("Import votes", key="salient_import", disabled=upload is None or not may_import) and may_import:
             try:
                 data = io.BytesIO(upload.getvalue())
                 data.name = upload.name  # errors name the file

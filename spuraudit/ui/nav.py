@@ -26,6 +26,9 @@ def page_setup(title: str) -> None:
     """Call first on every page. A page run as its own entry point (`streamlit run pages/…`, or
     `AppTest.from_file` on it) goes without the navigation: links resolve from app.py only."""
     st.set_page_config(page_title=f"{title} · spuraudit", page_icon=":material/manage_search:", layout="wide")
+    from .auth import gate
+
+    gate()  # a shared server shows nothing but its sign-in form until the browser has signed in
     with st.sidebar:
         st.markdown("### :material/manage_search: spuraudit")
         section = None

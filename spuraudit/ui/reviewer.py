@@ -12,6 +12,7 @@ from __future__ import annotations
 import streamlit as st
 
 from ..autolabel import MACHINE_PREFIX
+from .state import annotator_name, signed_in_name
 
 
 def _name_typed() -> None:
@@ -20,20 +21,22 @@ def _name_typed() -> None:
 
 def current_reviewer() -> str:
     """The name votes are cast under right now ('' when none, or when it is a machine's name); for callbacks."""
-    name = st.session_state.get("reviewer", "").strip()
+    name = annotator_name(st.session_state.get("reviewer", ""))
     return "" if name.startswith(MACHINE_PREFIX) else name
 
 
 def reviewer_sidebar(project, labels) -> str:
     """Show the name field in the sidebar and return the reviewer's name ('' until one is typed)."""
+    if signed_in_name() is not None:  # signed in: votes carry the sign-in's name, never the address's
+        st.session_state["reviewer"] = signed_in_name()
     if "reviewer" not in st.session_state:
         known = st.session_state.get("review_name") or (st.query_params.get("annotator") or "").strip()
         remembered = labels.get_setting("annotator") or project.settings.get("annotator") or ""
         st.session_state["reviewer"] = known or remembered
         st.session_state["review_name_guessed"] = bool(remembered) and not known
-    st.sidebar.text_input("Your name", key="reviewer", on_change=_name_typed,
+    st.sidebar.text_input("Your name", key="reviewer", on_change=_name_typed, disabled=signed_in_name() is not None,
                           help="Every vote carries it. Kept in this page's address (bookmark it) and for the next visit.")
-    reviewer = st.session_state.get("reviewer", "").strip()
+    reviewer = annotator_name(st.session_state.get("reviewer", ""))
     if reviewer.startswith(MACHINE_PREFIX):
         st.sidebar.error(f"Names starting with '{MACHINE_PREFIX}' belong to the auto-labelers; choose another.")
         reviewer = ""

@@ -82,3 +82,25 @@ def require_features(project: Project, model_folder: str | Path | None = None):
         st.page_link("app.py", label="Go to Home", icon=":material/home:")
         st.stop()
     return store
+
+
+# ---- who is voting ---------------------------------------------------------------------------------
+def signed_in_name() -> str | None:
+    """The signed-in person's name when this server has sign-in, else None (names are typed locally)."""
+    from .auth import current_user, sign_in_required
+
+    if not sign_in_required():
+        return None
+    user = current_user()
+    return user.name if user is not None else ""
+
+
+def annotator_name(typed: str | None = "") -> str:
+    """The name a vote carries: with sign-in, the signed-in person's (a typed name or `?annotator=` in the
+    address is ignored), or "" when their role may not vote; without sign-in, what the person typed."""
+    from .auth import allowed
+
+    fixed = signed_in_name()
+    if fixed is None:
+        return (typed or "").strip()
+    return fixed if allowed("annotator") else ""
