@@ -1,0 +1,344 @@
+"""Faults and bad input: odd file names, huge numbers, full disks, lost job databases, clashing names.
+
+Every case goes through the real CLI (in process, or in a subprocess where a resource limit must apply),
+real SQLite files and real worker processes, and checks four things: the message names the file, row or
+name and what to do; nothing outside the home was touched; nothing half-made remains; earlier data is
+intact.
+"""
+
+from __future__ import annotations
+
+import json
+import os
+import sqlite3
+import subprocess
+import sys
+import textwrap
+import time
+from pathlib import Path
+
+import numpy as np
+import pytest
+import torch
+from PIL import Image
+
+from spuraudit.cli import main
+from spuraudit.jobs import JobQueue
+from spuraudit.jobs.util import child_env
+
+from .fuzzcases import bad_input
+
+ROOT = Path(__file__).resolve().parents[1]
+COLOURS = {"green": (30, 200, 40), "red": (220, 30, 30)}
+ARGS_28 = ["--arch", "spuraudit:digitnet", "--input-size", "28", "--mean", "0.5,0.5,0.5", "--std", "0.5,0.5,0.5"]
+
+
+# ---- helpers -------------------------------------------------------------------------------------
+def _square(path: Path, colour, seed: int, size: int = 28) -> None:
+    rng = np.random.default_rng(seed)
+    pixels = np.clip(np.array(colour)[None, None, :] + rng.integers(-25, 25, (size, size, 3)), 0, 255)
+    path.parent.mkdir(parents=True, exist_ok=True)
+    Image.fromarray(pixels.astype(np.uint8)).save(path)
+
+
+def _colour_folder(root: Path, per_class: int = 4, subdir: str = "") -> Path:
+    for name, colour in COLOURS.items():
+        for i in range(per_class):
+            _square(root / name / subdir / f"{i}.png", colour, seed=i + 100 * len(name))
+    return root
+
+
+def _weights(path: Path, seed: int = 0) -> Path:
+    from spuraudit.modelio.digitnet import DigitNet
+
+    torch.manual_seed(seed)
+    torch.save(DigitNet(2).state_dict(), path)
+    return path
+
+
+class World:
+    """tmp_path split into `inputs/` (the user's files) and `home/` (SPURAUDIT_HOME); remembers every file
+    outside the home so a test can check that none was changed, added or removed."""
+
+    def __init__(self, tmp_path: Path, monkeypatch):
+        self.root = tmp_path
+        self.inputs = tmp_path / "inputs"
+        self.home = tmp_path / "home"
+        self.inputs.mkdir()
+        self.home.mkdir()
+        monkeypatch.setenv("SPURAUDIT_HOME", str(self.home))
+        monkeypatch.chdir(self.inputs)
+        self.before: dict[str, tuple[int, int]] | None = None
+
+    def _outside(self) -> dict[str, tuple[int, int]]:
+        out = {}
+        for dirpath, dirnames, filenames in os.walk(os.fsencode(self.root)):
+            if Path(os.fsdecode(dirpath)) == self.home:
+                dirnames[:] = []
+                continue
+            for f in filenames:
+                full = os.path.join(dirpath, f)
+                st = os.lstat(full)
+                out[repr(full)] = (st.st_size, st.st_mtime_ns)
+        return out
+
+    def freeze(self) -> None:
+        self.before = self._outside()
+
+    def assert_outside_untouched(self) -> None:
+        assert self.before is not None and self._outside() == self.before
+
+    def assert_nothing_half_made(self) -> None:
+        leftovers = [p for p in self.home.rglob("*")
+                     if p.name.endswith(".tmp") or p.name.startswith((".creating-", ".replaced-", ".tmp-", ".upload-"))]
+        assert leftovers == []
+
+    def snapshot(self) -> dict[str, bytes]:
+        """Contents of every file in the home (to compare earlier data before and after)."""
+        return {str(p.relative_to(self.home)): p.read_bytes() for p in sorted(self.home.rglob("*"))
+                if p.is_file() and not p.name.startswith("labels.db")}
+
+
+@pytest.fixture
+def world(tmp_path, monkeypatch) -> World:
+    return World(tmp_path, monkeypatch)
+
+
+def _cli(capsys, *argv) -> tuple[int, str, str]:
+    code = main([str(a) for a in argv])
+    out, err = capsys.readouterr()
+    return code, out, err
+
+
+def _create(world: World, capsys, name: str, data: Path, weights: Path, *extra) -> tuple[int, str, str]:
+    return _cli(capsys, "create", "--name", name, "--data", data, "--checkpoint", weights, *ARGS_28, *extra)
+
+
+def _votes(project_folder: Path) -> list[tuple]:
+    with sqlite3.connect(project_folder / "labels.db") as conn:
+        return conn.execute("SELECT class_index, feature_index, answer, annotator FROM votes ORDER BY id").fetchall()
+
+
+# The demo CNN at width 2 (a 13 kB state dict), so a dataset table can be larger than the weights.
+TINY_ARCH = textwrap.dedent("""
+    import spuraudit.modelio.registry as registry
+    from spuraudit.modelio.digitnet import DigitNet
+    registry._REGISTRY["test:digitnet2"] = registry.Architecture(
+        name="test:digitnet2", build=lambda n: DigitNet(n, width=2),
+        split=lambda net: registry.Split(trunk=net.features, head=net.fc), default_input_size=(28, 28))
+""")
+TINY_ARGS = ["--arch", "test:digitnet2", "--input-size", "28", "--mean", "0.5,0.5,0.5", "--std", "0.5,0.5,0.5"]
+
+
+def _limited_cli(world: World, argv: list[str], max_file_bytes: int, timeout: float = 240,
+                 setup: str = "") -> subprocess.CompletedProcess:
+    """The CLI in a child process whose files cannot grow past `max_file_bytes`: writes beyond fail with
+    EFBIG, as on a full disk (no privileges or special file systems needed). SIGXFSZ is ignored so the
+    write fails instead of killing the process."""
+    code = textwrap.dedent(f"""
+        import resource, signal, sys
+        signal.signal(signal.SIGXFSZ, signal.SIG_IGN)
+        resource.setrlimit(resource.RLIMIT_FSIZE, ({max_file_bytes}, {max_file_bytes}))
+        from spuraudit.cli import main
+    """) + setup + textwrap.dedent(f"""
+        sys.exit(main({[str(a) for a in argv]!r}))
+    """)
+    env = child_env({"SPURAUDIT_HOME": str(world.home), "PYTHONDONTWRITEBYTECODE": "1"})
+    return subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, cwd=world.inputs, env=env,
+                          timeout=timeout)
+
+
+# ---- datasets ------------------------------------------------------------------------------------
+@bad_input("datasets", "an ImageFolder holding one file whose name is not UTF-8 (`caf\\xe9.jpg` in Latin-1)",
+           "the dataset loads without it; `skipped` names the file (its bytes) and how to rename it")
+def test_a_file_name_that_is_not_utf8_is_skipped_and_named(world, capsys):
+    data = _colour_folder(world.inputs / "data")
+    with open(os.path.join(os.fsencode(data / "red"), b"caf\xe9.jpg"), "wb") as fh:
+        fh.write((data / "red" / "0.png").read_bytes())
+    weights = _weights(world.inputs / "w.pt")
+    world.freeze()
+    code, out, err = _create(world, capsys, "accents", data, weights, "--json")
+    assert code == 0, err
+    created = json.loads(out)
+    assert created["images"] == 8
+    (name, reason), = [s for s in created["skipped"] if "caf" in s[0]]
+    assert "caf\\xe9.jpg" in name and "not UTF-8" in reason and "rename" in reason
+    world.assert_outside_untouched()
+    world.assert_nothing_half_made()
+
+    from spuraudit.ui.create import preview_dataset  # what the Add-data page shows
+
+    preview = preview_dataset(data)
+    assert len(preview.table) == 8 and any("caf\\xe9" in f for f in preview.skipped_frame["file"])
+
+
+@bad_input("datasets", "an ImageFolder with only one class folder",
+           "refused: the message says it has one class and a dataset needs at least 2; nothing is written")
+def test_a_one_class_folder_says_it_needs_two_classes(world, capsys):
+    data = world.inputs / "only"
+    for i in range(3):
+        _square(data / "cats" / f"{i}.png", (10, 10, 10), i)
+    weights = _weights(world.root / "w.pt")
+    world.freeze()
+    code, _, err = _create(world, capsys, "one", data, weights)
+    assert code == 2 and "one class" in err and "at least 2" in err and "cats" in err
+    world.assert_outside_untouched()
+    assert list(world.home.iterdir()) == []
+
+
+@bad_input("images", "a 16-bit PNG, a JPEG with an EXIF rotation, and `.hidden.jpg` dotfiles in class folders",
+           "the 16-bit image keeps its grey levels, the JPEG is upright, dotfiles are not images")
+def test_sixteen_bit_exif_and_dotfiles(world):
+    from spuraudit.data import read_imagefolder
+    from spuraudit.data.images import load_rgb
+
+    data = _colour_folder(world.inputs / "data", per_class=2)
+    ramp = np.linspace(0, 65535, 64 * 64).reshape(64, 64).astype(np.uint16)
+    Image.fromarray(ramp).save(data / "red" / "deep.png")
+    assert Image.open(data / "red" / "deep.png").mode.startswith("I;16")
+    rgb = np.asarray(load_rgb(data / "red" / "deep.png"))
+    assert (rgb == 255).mean() < 0.01 and 120 < rgb.mean() < 135  # a ramp, not a white square
+    wide = Image.new("RGB", (40, 20), (200, 0, 0))
+    exif = wide.getexif()
+    exif[0x0112] = 6  # "rotate 90° clockwise to view"
+    wide.save(data / "green" / "turned.jpg", exif=exif)
+    assert load_rgb(data / "green" / "turned.jpg").size == (20, 40)
+    (data / "green" / ".hidden.jpg").write_bytes((data / "green" / "0.png").read_bytes())
+    (data / "green" / ".thumbs").mkdir()
+    (data / "green" / ".thumbs" / "a.png").write_bytes((data / "green" / "0.png").read_bytes())
+    world.freeze()
+    table = read_imagefolder(data)
+    assert sorted(Path(p).name for p in table.paths) == ["0.png", "0.png", "1.png", "1.png", "deep.png", "turned.jpg"]
+    world.assert_outside_untouched()
+
+
+@bad_input("manifests", "a CSV listing one image twice with two different labels, or with empty and NaN labels",
+           "refused naming the lines (both lines of the conflict); a repeat with the same label counts once")
+def test_conflicting_duplicates_and_missing_labels_name_the_lines(world, capsys):
+    data = _colour_folder(world.inputs / "data", per_class=2)
+    weights = _weights(world.root / "w.pt")
+    csv = data / "labels.csv"
+    rows = ["path,label", "red/0.png,red", "green/0.png,green", "red/1.png,red", "red/0.png,green"]
+    csv.write_text("\n".join(rows) + "\n")
+    world.freeze()
+    code, _, err = _create(world, capsys, "dupes", csv, weights)
+    assert code == 2 and "lines 2 and 5" in err and "red/0.png" in err
+    csv.write_text("path,label\nred/0.png,red\ngreen/0.png,\nred/1.png,NaN\ngreen/1.png,green\n")
+    world.freeze()
+    code, _, err = _create(world, capsys, "dupes", csv, weights)
+    assert code == 2 and "line(s) 3, 4" in err and "no label" in err
+    assert not (world.home / "projects").exists() and not (world.home / "models").exists()
+    world.assert_outside_untouched()
+    csv.write_text("path,label\nred/0.png,red\ngreen/0.png,green\nred/0.png,red\n")
+    code, out, err = _create(world, capsys, "dupes", csv, weights, "--json")
+    assert code == 0, err
+    created = json.loads(out)
+    assert created["images"] == 2 and any("line 4" in reason for _, reason in created["skipped"])
+
+
+# ---- names ---------------------------------------------------------------------------------------
+@bad_input("names", "project names `..`, `.`, `проект`, 300 characters, and `a/b` next to an existing `a-b`",
+           "refused before any work with a message naming the name; no model folder is imported")
+@pytest.mark.parametrize("name", ["..", ".", "проект", "x" * 300, "a/b"])
+def test_bad_project_names_are_refused_up_front(world, capsys, name):
+    data = _colour_folder(world.inputs / "data", per_class=2)
+    weights = _weights(world.root / "w.pt")
+    if name == "a/b":
+        assert _create(world, capsys, "a-b", data, weights)[0] == 0
+    before = world.snapshot()
+    world.freeze()
+    code, _, err = _create(world, capsys, name, data, weights)
+    assert code == 2 and "error: " in err
+    assert "Traceback" not in err and len(err) < 600
+    if name == "a/b":
+        assert "'a/b'" in err and "a-b" in err and "choose another name" in err
+    elif len(name) > 100:
+        assert "300 characters" in err
+    else:
+        assert repr(name) in err
+    assert world.snapshot() == before  # no model folder, no project: nothing new, nothing changed
+    world.assert_outside_untouched()
+    world.assert_nothing_half_made()
+
+
+@bad_input("names", "`spuraudit create` with the name of an existing project (with and without `--replace`)",
+           "refused without --replace; with it, votes stay when the model is the same, else are moved aside")
+def test_create_over_an_existing_project_needs_replace(world, capsys):
+    data = _colour_folder(world.inputs / "data", per_class=2)
+    weights, other = _weights(world.root / "w.pt"), _weights(world.root / "other.pt", seed=1)
+    assert _create(world, capsys, "mine", data, weights)[0] == 0
+    folder = world.home / "projects" / "mine"
+    assert _cli(capsys, "mark", "-p", "mine", "--class", "0", "--feature", "3", "4")[0] == 0
+    votes = _votes(folder)
+    before = world.snapshot()
+    world.freeze()
+    code, _, err = _create(world, capsys, "mine", data, other)
+    assert code == 2 and "already exists" in err and "--replace" in err
+    assert world.snapshot() == before and _votes(folder) == votes
+    # the same weights again: the votes still describe this model's features and stay
+    code, out, err = _create(world, capsys, "mine", data, weights, "--replace")
+    assert code == 0, err
+    assert "kept the project's votes" in out and _votes(folder) == votes
+    # another model: the votes are moved aside, not lost, and the project starts without votes
+    code, out, err = _create(world, capsys, "mine", data, other, "--replace")
+    assert code == 0, err
+    moved = list(folder.glob("labels-before-*.db"))
+    assert len(moved) == 1 and str(moved[0]) in out
+    assert not (folder / "labels.db").exists()
+    with sqlite3.connect(moved[0]) as conn:
+        assert conn.execute("SELECT class_index, feature_index, answer, annotator FROM votes ORDER BY id").fetchall() == votes
+    assert (world.home / "models" / "mine-model").is_dir()  # the earlier models stay
+    world.assert_outside_untouched()
+    world.assert_nothing_half_made()
+
+
+# ---- full disk -----------------------------------------------------------------------------------
+@bad_input("disk", "`spuraudit mark` while the disk is full (files cannot grow)",
+           "a message says the votes could not be saved in labels.db and the disk is probably full; earlier "
+           "votes are intact")
+def test_mark_on_a_full_disk(world, capsys):
+    data = _colour_folder(world.inputs / "data", per_class=2)
+    assert _create(world, capsys, "p", data, _weights(world.root / "w.pt"))[0] == 0
+    assert _cli(capsys, "mark", "-p", "p", "--class", "1", "--feature", "7")[0] == 0
+    folder = world.home / "projects" / "p"
+    votes = _votes(folder)
+    world.freeze()
+    done = _limited_cli(world, ["mark", "-p", "p", "--class", "0", "--feature", "1", "2"], max_file_bytes=2048)
+    assert done.returncode == 2, done.stderr
+    assert "Traceback" not in done.stderr
+    assert str(folder / "labels.db") in done.stderr and "disk is probably full" in done.stderr
+    assert _votes(folder) == votes
+    world.assert_outside_untouched()
+
+
+@bad_input("disk", "`spuraudit create` on a full disk: failing while writing the model, and while writing the "
+                   "project after the model was written",
+           "'disk full while writing <path>'; no model folder, no project folder and no .tmp file remains")
+def test_create_on_a_full_disk_leaves_nothing(world, capsys, monkeypatch):
+    import spuraudit.modelio.registry as registry
+    from spuraudit.modelio.digitnet import DigitNet
+
+    monkeypatch.setattr(registry, "_REGISTRY", dict(registry._REGISTRY))  # the test architecture goes after
+    exec(TINY_ARCH, {})
+    weights = world.root / "w.pt"
+    torch.save(DigitNet(2, width=2).state_dict(), weights)
+    # paths long enough that dataset.csv outgrows the weights file: the second run fails at the project
+    data = _colour_folder(world.inputs / "data", per_class=60, subdir="d" * 200)
+    code, _, err = _cli(capsys, "create", "--name", "earlier", "--data", data, "--checkpoint", weights, *TINY_ARGS)
+    assert code == 0, err  # earlier data that must survive
+    before = world.snapshot()
+    csv_size = (world.home / "projects" / "earlier" / "dataset.csv").stat().st_size
+    weights_size = weights.stat().st_size
+    assert csv_size > weights_size + 8192
+    world.freeze()
+    for limit, where in ((weights_size // 2, "models"), (weights_size + 4096, "projects")):
+        done = _limited_cli(world, ["create", "--name", "new", "--data", data, "--checkpoint", weights, *TINY_ARGS],
+                            max_file_bytes=limit, setup=TINY_ARCH)
+        assert done.returncode == 2, done.stderr
+        assert "Traceback" not in done.stderr
+        assert "disk full while writing" in done.stderr or "the disk may be full" in done.stderr
+        assert str(world.home / where) in done.stderr
+        assert world.snapshot() == before
+        assert not (world.home / "projects" / "new").exists() and not (world.home / "models" / "new-model").exists()
+        world.assert_outside_untouched()
+        world.assert_nothing_half_made()
