@@ -342,3 +342,80 @@ def test_create_on_a_full_disk_leaves_nothing(world, capsys, monkeypatch):
         assert not (world.home / "projects" / "new").exists() and not (world.home / "models" / "new-model").exists()
         world.assert_outside_untouched()
         world.assert_nothing_half_made()
+
+
+# ---- votes ---------------------------------------------------------------------------------------
+HEADER = "WorkerId,Input.wordnet_id,Input.class_index,Input.feature_index,Input.feature_rank,Answer.main," \
+         "Answer.confidence,Answer.reasons"
+
+
+@pytest.fixture
+def voted(world, capsys) -> Path:
+    """A project `p` with extracted features and two votes; returns its folder."""
+    data = _colour_folder(world.inputs / "data", per_class=3)
+    assert _create(world, capsys, "p", data, _weights(world.root / "w.pt"))[0] == 0
+    assert _cli(capsys, "extract", "-p", "p", "--workers", "0", "--device", "cpu")[0] == 0
+    assert _cli(capsys, "mark", "-p", "p", "--class", "1", "--feature", "5", "6")[0] == 0
+    return world.home / "projects" / "p"
+
+
+@bad_input("votes", "a vote CSV whose class index has 5,000 digits",
+           "refused naming the file, the row and the column, with the digit count; no vote is imported")
+def test_a_five_thousand_digit_index_names_the_row(world, capsys, voted):
+    votes = _votes(voted)
+    csv = world.inputs / "votes.csv"
+    csv.write_text(f"{HEADER}\nann,n01,0,3,1,background,4,ok\nann,n01,{'9' * 5000},3,1,background,4,ok\n")
+    before = world.snapshot()
+    world.freeze()
+    code, _, err = _cli(capsys, "labels", "import", csv, "-p", "p")
+    assert code == 2 and str(csv) in err and "row 3" in err and "Input.class_index" in err
+    assert "5000 digits" in err and "Nothing was imported" in err and len(err) < 500
+    # the Review page passes the upload's bytes to the same function and shows this message
+    import io
+
+    from spuraudit.labels import LabelStore, SalientCSVError, import_salient_csv
+
+    with pytest.raises(SalientCSVError, match="5000 digits"):
+        import_salient_csv(LabelStore(voted / "labels.db"), io.BytesIO(csv.read_bytes()), 2, 64)
+    assert _votes(voted) == votes and world.snapshot() == before
+    world.assert_outside_untouched()
+
+
+@bad_input("votes", "votes whose reason or annotator starts with `=`, `+`, `-`, `@` (spreadsheet formulas), "
+                    "exported, then imported twice: once as exported, once re-saved with a BOM and CRLF",
+           "exported cells start with an apostrophe; the import restores the text; the re-saved copy is "
+           "refused as already imported")
+def test_exported_votes_cannot_run_as_formulas_and_resaves_are_not_counted_twice(world, capsys, voted):
+    reasons = ['=HYPERLINK("http://example.com/x","click")', "+1+1", "-2", "'=already quoted"]
+    for i, reason in enumerate(reasons):
+        assert _cli(capsys, "mark", "-p", "p", "--class", "0", "--feature", str(10 + i), "--reason", reason,
+                    "--annotator", "@cmd|' /C calc'!A0")[0] == 0
+    out = world.inputs / "export.csv"
+    assert _cli(capsys, "labels", "export", out, "-p", "p")[0] == 0
+    import csv as csvlib
+
+    rows = list(csvlib.reader(out.open(newline="")))[1:]
+    cells = [c for row in rows for c in row]
+    assert not [c for c in cells if c.startswith(("=", "+", "-", "@"))]
+    assert "'=HYPERLINK(\"http://example.com/x\",\"click\")" in cells and "''=already quoted" in cells
+    # into another project: the same text comes back
+    shutil_copy = world.home / "projects" / "q"
+    import shutil
+
+    shutil.copytree(voted, shutil_copy, ignore=shutil.ignore_patterns("labels.db*"))
+    data = json.loads((shutil_copy / "project.json").read_text())
+    (shutil_copy / "project.json").write_text(json.dumps({**data, "name": "q"}))
+    code, _, err = _cli(capsys, "labels", "import", out, "-p", "q")
+    assert code == 0, err
+    with sqlite3.connect(shutil_copy / "labels.db") as conn:
+        got = [r[0] for r in conn.execute("SELECT reason FROM votes WHERE feature_index >= 10 ORDER BY id")]
+        annotators = {r[0] for r in conn.execute("SELECT annotator FROM votes WHERE feature_index >= 10")}
+    assert got == reasons and annotators == {"@cmd|' /C calc'!A0"}
+    votes = _votes(shutil_copy)
+    resaved = world.inputs / "resaved.csv"
+    resaved.write_bytes(b"\xef\xbb\xbf" + out.read_bytes().replace(b"\n", b"\r\n"))
+    world.freeze()
+    code, _, err = _cli(capsys, "labels", "import", resaved, "-p", "q")
+    assert code == 2 and "already imported" in err and "export.csv" in err and str(resaved) in err
+    assert _votes(shutil_copy) == votes
+    world.assert_outside_untouched()
