@@ -419,3 +419,91 @@ def test_exported_votes_cannot_run_as_formulas_and_resaves_are_not_counted_twice
     assert code == 2 and "already imported" in err and "export.csv" in err and str(resaved) in err
     assert _votes(shutil_copy) == votes
     world.assert_outside_untouched()
+
+
+# ---- the job database ----------------------------------------------------------------------------
+def _worker(world: World):
+    from tests.jobfuncs import start_worker
+
+    return start_worker(world.home / "jobs.db", log=world.home / "worker.log")
+
+
+def _done(queue: JobQueue, job_id: int):
+    try:
+        job = queue.get(job_id)
+    except KeyError:
+        return None
+    return job if job.is_finished else None
+
+
+@bad_input("jobs", "`jobs.db` deleted while a job runs, with a worker serving it",
+           "the file is recreated with its schema; the running job's row is put back and gets its result; "
+           "`jobs/lost.txt` and the job's log say what happened; the next job takes a new id and folder")
+def test_jobs_db_deleted_while_a_job_runs(world):
+    from tests.jobfuncs import stop_process, wait_for
+
+    db = world.home / "jobs.db"
+    queue = JobQueue(db)
+    first = queue.submit("tests.jobfuncs:steps", {"n": 1, "delay": 0.0})
+    worker = _worker(world)
+    try:
+        wait_for(lambda: _done(queue, first), timeout=60, what="the first job")
+        running = queue.submit("tests.jobfuncs:steps", {"n": 25, "delay": 0.2})
+        wait_for(lambda: queue.get(running).progress > 0.1, timeout=60, what="the job to make progress")
+        world.freeze()
+        db.unlink()
+        job = wait_for(lambda: _done(queue, running), timeout=60, what="the job to finish after the loss")
+        assert job.status == "done" and job.result["sum"] == sum(range(25))
+        notes = queue.lost_notes()
+        assert len(notes) == 1 and "missing" in notes[0] and "recreated" in notes[0]
+        log = (queue.work_dir(running) / "log.txt").read_text()
+        assert "database was lost" in log and "restored" in log
+        following = queue.submit("tests.jobfuncs:steps", {"n": 2, "delay": 0.0})
+        assert following > running
+        wait_for(lambda: _done(queue, following), timeout=60, what="the next job")
+        assert queue.get(following).status == "done"
+        assert (queue.work_dir(running) / "log.txt").read_text().startswith(log)  # not overwritten
+    finally:
+        stop_process(worker)
+    world.assert_outside_untouched()
+    world.assert_nothing_half_made()
+
+
+@bad_input("jobs", "`jobs.db` deleted, then replaced by garbage bytes, while the worker is idle",
+           "the next call recreates it (a damaged file is kept aside, named in `lost.txt`); ids keep growing; "
+           "the worker neither crashes nor logs errors in a loop")
+def test_jobs_db_deleted_or_damaged_while_idle(world):
+    from tests.jobfuncs import stop_process, wait_for
+
+    db = world.home / "jobs.db"
+    queue = JobQueue(db)
+    worker = _worker(world)
+    try:
+        ids = [queue.submit("tests.jobfuncs:steps", {"n": 1, "delay": 0.0}) for _ in range(2)]
+        for job_id in ids:
+            wait_for(lambda: _done(queue, job_id), timeout=60, what="a job")
+        world.freeze()
+        db.unlink()
+        time.sleep(1.5)  # the idle worker polls the missing file several times
+        again = JobQueue(db).submit("tests.jobfuncs:steps", {"n": 1, "delay": 0.0})  # the app's next call
+        assert again > max(ids)
+        assert wait_for(lambda: _done(queue, again), timeout=60, what="the job after the loss").status == "done"
+        db.write_bytes(os.urandom(8192))
+        for suffix in ("-wal", "-shm"):
+            db.with_name(db.name + suffix).unlink(missing_ok=True)
+        counts = queue.counts()  # the app's jobs page: works, on an empty list
+        assert counts["queued"] == 0
+        later = queue.submit("tests.jobfuncs:steps", {"n": 1, "delay": 0.0})
+        assert later > again
+        assert wait_for(lambda: _done(queue, later), timeout=60, what="the job after the damage").status == "done"
+        notes = queue.lost_notes()
+        assert len(notes) == 2 and "damaged" in notes[1]
+        kept = list(world.home.glob("jobs.db.damaged-*"))
+        assert len(kept) == 1 and kept[0].name in notes[1] and kept[0].stat().st_size == 8192
+        time.sleep(1.0)
+    finally:
+        stop_process(worker)
+    text = (world.home / "worker.log").read_text()
+    assert "no such table" not in text and text.count("database busy") <= 2
+    world.assert_outside_untouched()
+    world.assert_nothing_half_made()

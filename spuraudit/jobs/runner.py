@@ -13,6 +13,7 @@ the outcome into the row itself: the result (done), the full traceback (failed),
 from __future__ import annotations
 
 import argparse
+import errno
 import faulthandler
 import json
 import os
@@ -91,7 +92,7 @@ def run_job(db_path: str | Path, job_id: int, parent_pid: int | None = None,
             json.dumps(result)
         except (TypeError, ValueError) as exc:
             raise TypeError(f"the job returned a result that is not JSON-able: {exc}") from exc
-        queue.finish(job.id, result)
+        _report(queue, job, lambda: queue.finish(job.id, result))
         ctx.log("done")
         return EXIT_DONE
     except JobCancelled:
@@ -115,10 +116,26 @@ def run_job(db_path: str | Path, job_id: int, parent_pid: int | None = None,
         text = traceback.format_exc()
         _safe(ctx.flush)
         _safe(lambda: ctx.log(text))
-        queue.fail(job.id, text, message=f"{type(exc).__name__}: {exc}")
+        _report(queue, job, lambda: queue.fail(job.id, text, message=_one_line(exc)))
         return EXIT_FAILED
     finally:
         state.stop.set()
+
+
+def _report(queue: JobQueue, job, write) -> None:
+    """Write the outcome; if the row vanished because the database was recreated, put it back first so
+    the outcome is not lost."""
+    if not write() and queue.restore_if_lost(job, "the job database was lost while this job ran; its row "
+                                                    "was restored by its job process"):
+        write()
+
+
+def _one_line(exc: BaseException) -> str:
+    """The row's message for a failure: a full disk says so and names the file."""
+    if isinstance(exc, OSError) and exc.errno in (errno.ENOSPC, errno.EFBIG, getattr(errno, "EDQUOT", errno.ENOSPC)):
+        where = exc.filename or "a file"
+        return f"disk full while writing {where} ({exc.strerror}); free some space and run the job again"
+    return f"{type(exc).__name__}: {exc}"
 
 
 def _cancel_was_requested(queue: JobQueue, job_id: int) -> bool:

@@ -20,6 +20,7 @@ import subprocess
 import sys
 import threading
 import time
+from dataclasses import replace
 from pathlib import Path
 from typing import Any
 
@@ -119,6 +120,7 @@ def run_claimed(queue: JobQueue, job: Job, worker_pid: int, stop: threading.Even
         queue.fail(job.id, f"could not start the job process: {exc}", message="could not start")
         return queue.get(job.id).status
     queue.set_runner(job.id, proc.pid, log_path)
+    job = replace(job, runner_pid=proc.pid, log_path=str(log_path))  # what a restored row must hold
 
     reason: str | None = None  # why the worker is stopping the child, once it is
     stopping_since = 0.0
@@ -135,7 +137,7 @@ def run_claimed(queue: JobQueue, job: Job, worker_pid: int, stop: threading.Even
             if now - last_beat >= HEARTBEAT_EVERY_S:
                 queue.touch_worker(worker_pid, job.id)
                 last_beat = now
-            found, ended = _stop_reason(queue, job.id, stop) if reason is None else (None, False)
+            found, ended = _stop_reason(queue, job, stop) if reason is None else (None, False)
         except sqlite3.OperationalError as exc:
             # A database locked for longer than the busy timeout must not kill the worker (and orphan
             # the job); try again on the next tick.
@@ -159,16 +161,23 @@ def run_claimed(queue: JobQueue, job: Job, worker_pid: int, stop: threading.Even
     if reason is not None:
         # Processes the job started in its group may outlive it; they are part of what was stopped.
         kill_group(proc.pid, signal.SIGKILL)
-    return _settle(queue, job.id, returncode, reason)
+    return _settle(queue, job, returncode, reason)
 
 
-def _stop_reason(queue: JobQueue, job_id: int, stop: threading.Event) -> tuple[str | None, bool]:
+LOST_NOTE = "the job database was lost while this job ran; its row was restored by its worker"
+
+
+def _stop_reason(queue: JobQueue, job: Job, stop: threading.Event) -> tuple[str | None, bool]:
     """Why the job's process should be stopped (None: it should not), and whether its row has ended."""
     if stop.is_set():
         return "worker stopped", False
+    job_id = job.id
     try:
         row = queue.get(job_id)
     except KeyError:
+        if queue.restore_if_lost(job, LOST_NOTE):
+            _say(f"job {job_id}: {LOST_NOTE}")
+            return None, False
         return "job deleted", False
     if row.status != RUNNING:
         return f"job is {row.status}", True
@@ -177,12 +186,15 @@ def _stop_reason(queue: JobQueue, job_id: int, stop: threading.Event) -> tuple[s
     return None, False
 
 
-def _settle(queue: JobQueue, job_id: int, returncode: int, reason: str | None) -> str:
+def _settle(queue: JobQueue, job: Job, returncode: int, reason: str | None) -> str:
     """Give the row its final status when the child did not write one itself."""
+    job_id = job.id
     try:
         row = queue.get(job_id)
     except KeyError:
-        return "deleted"
+        if not queue.restore_if_lost(job, LOST_NOTE):
+            return "deleted"
+        row = queue.get(job_id)
     if row.status == RUNNING:
         if reason == "cancelled":
             queue.mark_cancelled(job_id)
