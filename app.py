@@ -13,6 +13,7 @@ from spuraudit import paths
 from spuraudit.project import list_projects
 from spuraudit.ui import jobs as ui_jobs
 from spuraudit.ui.nav import page_setup
+from spuraudit.ui.widgets import plain
 from spuraudit.ui.state import load_model, project_choice
 
 page_setup("Home")
@@ -86,7 +87,7 @@ with st.expander("Audit your own dataset and model", expanded=False):
 if project is None:
     st.stop()
 
-st.header(f"Project: {project.name}")
+st.header(f"Project: {plain(project.name)}")
 table = project.table
 model, card = load_model(project.model_folder)
 store = project.feature_store()

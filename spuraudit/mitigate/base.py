@@ -8,6 +8,8 @@ folder and extracting its features is common work done once, in `spuraudit.mitig
 
 from __future__ import annotations
 
+import math
+
 import random
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -56,8 +58,10 @@ class Option:
                 value = float(value)
             elif kind is str:
                 value = str(value)
-        except (TypeError, ValueError):
+        except (TypeError, ValueError, OverflowError):
             raise MitigationError(f"option '{self.name}' must be a {kind.__name__}, got {value!r}.") from None
+        if kind is float and not math.isfinite(value):  # nan passes every comparison below
+            raise MitigationError(f"option '{self.name}' must be a finite number, got {value!r}.")
         if self.choices is not None and value not in self.choices:
             raise MitigationError(f"option '{self.name}' must be one of {list(self.choices)}, got {value!r}.")
         if self.minimum is not None and value < self.minimum:

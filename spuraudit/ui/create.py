@@ -15,6 +15,7 @@ from __future__ import annotations
 
 import datetime as dt
 import errno
+import hashlib
 import json
 import os
 import uuid
@@ -51,24 +52,46 @@ def _stamped(name: str) -> str:
 
 
 def save_upload(name: str, data: bytes | BinaryIO, base: Path | None = None) -> Path:
-    """Write an uploaded file under `<home>/uploads/` (atomically, under a fresh time-stamped name)."""
+    """Write an uploaded file under `<home>/uploads/` (atomically), named by its content hash and name.
+
+    The same content uploaded again (a retry, a second attempt after a refusal) gives back the file
+    already there instead of another copy.
+    """
     folder = uploads_dir(base)
     folder.mkdir(parents=True, exist_ok=True)
-    target = folder / _stamped(Path(name).name)
     fd, tmp = tempfile.mkstemp(prefix=".upload-", dir=folder)
+    digest = hashlib.sha256()
     try:
         with os.fdopen(fd, "wb") as out:
             if isinstance(data, (bytes, bytearray, memoryview)):
+                digest.update(data)
                 out.write(data)
             else:
                 if hasattr(data, "seek"):
                     data.seek(0)
-                shutil.copyfileobj(data, out, 1024**2)
+                while chunk := data.read(1024**2):
+                    digest.update(chunk)
+                    out.write(chunk)
+        key = digest.hexdigest()[:16]
+        earlier = sorted(folder.glob(f"{key}-*"))
+        if earlier and earlier[0].is_file():
+            Path(tmp).unlink()
+            return earlier[0]
+        target = folder / f"{key}-{paths.safe_name(Path(name).name or 'upload')}"
         os.replace(tmp, target)
     except BaseException:
         Path(tmp).unlink(missing_ok=True)
         raise
     return target
+
+
+def discard_upload(path: str | Path, base: Path | None = None) -> bool:
+    """Delete an uploaded file that was refused (only a file directly under `<home>/uploads/`)."""
+    path = Path(path)
+    if path.parent.resolve() != uploads_dir(base).resolve() or not path.is_file():
+        return False
+    path.unlink(missing_ok=True)
+    return True
 
 
 def unpack_dataset_zip(zip_source: str | Path | BinaryIO, name: str = "dataset", base: Path | None = None,
@@ -189,11 +212,39 @@ def architecture_defaults(name: str) -> dict:
     }
 
 
+def not_a_checkpoint(path: str | Path) -> str | None:
+    """Why the file cannot be a checkpoint, judged by its first bytes; None when it may be one.
+
+    torch.save and TorchScript write zip archives, older torch a pickle, safetensors an 8-byte length and a
+    JSON header. Anything else (random bytes, an HTML error page saved as .pt) is refused as what it is,
+    rather than as a pickle that would need trust.
+    """
+    path = Path(path)
+    try:
+        with open(path, "rb") as fh:
+            head = fh.read(512)
+    except OSError:
+        return None  # missing or unreadable: the checkpoint reader says so with its own message
+    if head.startswith(b"PK\x03\x04") or (head[:1] == b"\x80" and head[1:2] in (b"\x02", b"\x03", b"\x04", b"\x05")):
+        return None
+    if len(head) > 8 and head[8:9] == b"{" and 0 < int.from_bytes(head[:8], "little") < 100_000_000:
+        return None  # safetensors
+    if head[257:262] == b"ustar":
+        return None  # the tar files of torch before 0.4
+    return (f"{path}: is not a checkpoint: it is not a zip archive (torch.save, TorchScript), a pickle or a "
+            f"safetensors file (it starts with {head[:8]!r}). Check that this is the weights file and that it "
+            "was copied or downloaded completely.")
+
+
 def inspect_model(checkpoint: str | Path, architecture: str, trust_pickle: bool = False,
                   options: dict | None = None, input_size: int = 224) -> CheckpointSummary:
     """What the checkpoint holds: head size (None for a backbone), fit with the architecture, trust needed."""
-    return summarize_checkpoint(Path(str(checkpoint).strip()).expanduser(), architecture, trust_pickle,
-                                options, (input_size, input_size))
+    path = Path(str(checkpoint).strip()).expanduser()
+    reason = not_a_checkpoint(path)
+    if reason:
+        return CheckpointSummary(path=str(path), architecture=architecture, num_classes=None, head_key=None,
+                                 refusal=reason)
+    return summarize_checkpoint(path, architecture, trust_pickle, options, (input_size, input_size))
 
 
 class ClassMismatchError(ValueError):
@@ -423,6 +474,10 @@ def create_project(
     if not str(checkpoint).strip():
         raise ValueError("Give the checkpoint: a file path on the server, or upload one.")
     checkpoint_path = Path(str(checkpoint).strip()).expanduser()
+    if reason := not_a_checkpoint(checkpoint_path):
+        from ..modelio import CheckpointError
+
+        raise CheckpointError(reason)
     group_columns = [g.strip() for g in groups.split(",")] if isinstance(groups, str) else list(groups)
     group_columns = [g for g in group_columns if g]
     if size is None or mean is None or std is None:
