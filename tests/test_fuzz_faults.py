@@ -507,3 +507,103 @@ def test_jobs_db_deleted_or_damaged_while_idle(world):
     assert "no such table" not in text and text.count("database busy") <= 2
     world.assert_outside_untouched()
     world.assert_nothing_half_made()
+
+
+def fill_disk(ctx, path: str, limit: int = 65536) -> None:
+    """A job whose process cannot grow files past `limit` bytes (as on a full disk) and writes more."""
+    import resource
+    import signal
+
+    signal.signal(signal.SIGXFSZ, signal.SIG_IGN)
+    resource.setrlimit(resource.RLIMIT_FSIZE, (limit, limit))
+    ctx.progress(0.5, "writing")
+    with open(path, "wb") as fh:
+        for _ in range(4):
+            fh.write(os.urandom(limit))
+            fh.flush()
+
+
+@bad_input("jobs", "a job that fails on a full disk (its process cannot grow files, the job database included)",
+           "the job is failed with 'disk full while writing <path>', not only an exit code")
+def test_a_job_on_a_full_disk_says_so(world):
+    from tests.jobfuncs import stop_process, wait_for
+
+    queue = JobQueue(world.home / "jobs.db")
+    target = world.home / "out" / "big.bin"
+    target.parent.mkdir()
+    job_id = queue.submit("tests.test_fuzz_faults:fill_disk", {"path": str(target)})
+    worker = _worker(world)
+    try:
+        job = wait_for(lambda: _done(queue, job_id), timeout=90, what="the job to fail")
+    finally:
+        stop_process(worker)
+    assert job.status == "failed"
+    assert f"disk full while writing {target}" in job.message, job.message
+
+
+# ---- checkpoints, uploads, options ---------------------------------------------------------------
+@bad_input("checkpoints", "random bytes saved as `weights.pt`, given by path and uploaded twice",
+           "refused as 'not a checkpoint' (no offer to trust it); an upload is kept once per content and a "
+           "refused one is removed")
+def test_random_bytes_are_not_a_checkpoint(world, capsys):
+    from spuraudit.ui.create import discard_upload, inspect_model, save_upload
+
+    data = _colour_folder(world.inputs / "data", per_class=2)
+    junk = world.inputs / "weights.pt"
+    junk.write_bytes(np.random.default_rng(0).bytes(4096))
+    world.freeze()
+    for trust in ([], ["--trust-pickle"]):
+        code, _, err = _create(world, capsys, "junk", data, junk, *trust)
+        assert code == 2 and "is not a checkpoint" in err and str(junk) in err and "trust" not in err.lower()
+    summary = inspect_model(junk, "spuraudit:digitnet", trust_pickle=True)
+    assert not summary.needs_trust and "is not a checkpoint" in summary.refusal
+    assert not (world.home / "projects").exists() and not (world.home / "models").exists()
+    first = save_upload("weights.pt", junk.read_bytes())
+    again = save_upload("weights (1).pt", junk.open("rb"))
+    assert first == again and len(list((world.home / "uploads").iterdir())) == 1
+    assert discard_upload(first) and list((world.home / "uploads").iterdir()) == []
+    assert not discard_upload(junk) and junk.exists()  # only files under uploads/ are ever removed
+    world.assert_outside_untouched()
+    world.assert_nothing_half_made()
+
+
+@bad_input("options", "`spuraudit mitigate -o lr=nan` (and `inf`)",
+           "refused before any work: the message names the option and asks for a finite number")
+@pytest.mark.parametrize("value", ["nan", "NaN", "Infinity", "-inf"])
+def test_non_finite_option_values_are_refused_up_front(world, capsys, value):
+    world.freeze()
+    code, _, err = _cli(capsys, "mitigate", "-p", "nowhere", "--method", "error_tuning", "-o", f"lr={value}")
+    assert code == 2 and "option 'lr'" in err and "finite number" in err
+    assert list(world.home.iterdir()) == []
+    world.assert_outside_untouched()
+
+
+@bad_input("names", "project and class names holding Markdown: `![x](http://example.com/p.png)`, `**red**`",
+           "shown as typed (escaped) in titles and captions; the browser is never told to fetch an image")
+def test_markdown_in_names_is_shown_as_text(world, capsys):
+    from streamlit.testing.v1 import AppTest
+
+    data = _colour_folder(world.inputs / "data", per_class=3)
+    names = {"green": "![g](http://example.com/g.png)", "red": "**red**"}
+    lines = ["path,label"] + [f"{c}/{i}.png,{names[c]}" for c in names for i in range(3)]
+    (data / "labels.csv").write_text("\n".join(lines) + "\n")
+    name = "![x](http://example.com/p.png)"
+    code, out, err = _create(world, capsys, name, data / "labels.csv", _weights(world.root / "w.pt"), "--json")
+    assert code == 0, err
+    folder = Path(json.loads(out)["project"]).name
+    assert _cli(capsys, "extract", "-p", folder, "--workers", "0", "--device", "cpu")[0] == 0
+    from spuraudit.project import Project
+
+    Project.open(world.home / "projects" / folder).update_settings(image_set="labelled")  # an untrained model
+    at = AppTest.from_file(str(ROOT / "app.py"), default_timeout=120)
+    at.query_params["project"] = folder
+    at.run()
+    assert not at.exception, [e.value for e in at.exception]
+    header = next(h.value for h in at.header if "Project" in h.value)
+    assert "http\\://example\\.com" in header and "![" not in header
+    at.switch_page("pages/features.py")
+    at.run()
+    assert not at.exception, [e.value for e in at.exception]
+    shown = [m.value for m in [*at.markdown, *at.caption, *at.subheader, *at.header, *at.info, *at.warning, *at.error]]
+    assert not any("](http" in text for text in shown), [t for t in shown if "http" in t]
+    assert any("\\!\\[g\\]" in text or "\\*\\*red\\*\\*" in text for text in shown), shown

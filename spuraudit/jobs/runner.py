@@ -15,6 +15,7 @@ from __future__ import annotations
 import argparse
 import errno
 import faulthandler
+import io
 import json
 import os
 import signal
@@ -30,6 +31,7 @@ from .job import RUNNING
 from .queue import JobQueue
 
 EXIT_DONE, EXIT_FAILED, EXIT_CANCELLED = 0, 1, 2
+FAILED_PREFIX = "job failed: "  # the log line that carries a failure's one-line message
 _WATCH_INTERVAL_S = 0.2
 _ORPHAN_GRACE_S = 10.0  # after this, an orphaned job that ignores SIGTERM is killed outright
 
@@ -116,7 +118,9 @@ def run_job(db_path: str | Path, job_id: int, parent_pid: int | None = None,
         text = traceback.format_exc()
         _safe(ctx.flush)
         _safe(lambda: ctx.log(text))
-        _report(queue, job, lambda: queue.fail(job.id, text, message=_one_line(exc)))
+        message = _one_line(exc)
+        print(f"{FAILED_PREFIX}{message}", flush=True)  # in the log, for the worker if the row cannot be written
+        _report(queue, job, lambda: queue.fail(job.id, text, message=message))
         return EXIT_FAILED
     finally:
         state.stop.set()
@@ -133,9 +137,23 @@ def _report(queue: JobQueue, job, write) -> None:
 def _one_line(exc: BaseException) -> str:
     """The row's message for a failure: a full disk says so and names the file."""
     if isinstance(exc, OSError) and exc.errno in (errno.ENOSPC, errno.EFBIG, getattr(errno, "EDQUOT", errno.ENOSPC)):
-        where = exc.filename or "a file"
+        where = exc.filename or _file_being_written(exc) or "a file"
         return f"disk full while writing {where} ({exc.strerror}); free some space and run the job again"
     return f"{type(exc).__name__}: {exc}"
+
+
+def _file_being_written(exc: BaseException) -> str | None:
+    """The name of the innermost open file for writing in the failure's traceback (a write to an open
+    file raises an OSError without a file name)."""
+    found = None
+    tb = exc.__traceback__
+    while tb is not None:
+        for value in tb.tb_frame.f_locals.values():
+            if isinstance(value, io.IOBase) and isinstance(getattr(value, "name", None), str) \
+                    and any(m in getattr(value, "mode", "") for m in "wax+"):
+                found = value.name
+        tb = tb.tb_next
+    return found
 
 
 def _cancel_was_requested(queue: JobQueue, job_id: int) -> bool:

@@ -26,6 +26,7 @@ from typing import Any
 
 from .job import CANCELLED, RUNNING, Job
 from .queue import JobQueue
+from .runner import FAILED_PREFIX
 from .util import child_env, kill_group, python_executable, signal_name, utc_now
 
 HEARTBEAT_EVERY_S = 2.0
@@ -202,9 +203,11 @@ def _settle(queue: JobQueue, job: Job, returncode: int, reason: str | None) -> s
             queue.fail(job_id, "the worker was stopped while the job ran", message="stopped")
         else:
             tail = row.log_tail(40)
+            said = [ln[len(FAILED_PREFIX):] for ln in tail.splitlines() if ln.startswith(FAILED_PREFIX)]
             queue.fail(job_id, f"the job process ended ({signal_name(returncode)}) without reporting a result"
                                + (f"\n\nlast lines of its log:\n{tail}" if tail else ""),
-                       message=f"job process ended ({signal_name(returncode)})")
+                       message=(f"{said[-1]} (the job process could not record this itself)" if said
+                                else f"job process ended ({signal_name(returncode)})"))
         row = queue.get(job_id)
     _say(f"job {job_id}: {row.status}" + (f" ({row.message})" if row.status != CANCELLED and row.message else ""))
     return row.status
