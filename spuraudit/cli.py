@@ -472,6 +472,14 @@ def main(argv: list[str] | None = None) -> int:
         detail = str(exc) if exc.filename is None or str(exc.filename) in str(exc) else f"{exc.filename}: {exc}"
         print(f"error: {detail}", file=sys.stderr)
         return 2
+    except RuntimeError as exc:
+        text = str(exc).lower()
+        if "streamwriter" not in text and "unexpected pos" not in text and "file write failed" not in text:
+            raise
+        # torch.save's zip writer reports a failed write without an errno or a file name
+        print(f"error: a file could not be written ({str(exc).splitlines()[0]}): the disk is probably full. "
+              "Nothing half-written was kept; free some space and run the command again.", file=sys.stderr)
+        return 2
     except sqlite3.Error as exc:
         print(f"error: a database could not be used ({exc}); the disk may be full or the file damaged.",
               file=sys.stderr)

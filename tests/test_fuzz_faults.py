@@ -607,3 +607,25 @@ def test_markdown_in_names_is_shown_as_text(world, capsys):
     shown = [m.value for m in [*at.markdown, *at.caption, *at.subheader, *at.header, *at.info, *at.warning, *at.error]]
     assert not any("](http" in text for text in shown), [t for t in shown if "http" in t]
     assert any("\\!\\[g\\]" in text or "\\*\\*red\\*\\*" in text for text in shown), shown
+
+
+@bad_input("disk", "`spuraudit mitigate --method error_tuning` when the disk fills while the new model is written",
+           "a message says the disk is probably full; neither the new model folder nor its derived feature "
+           "store remains; the parent's store is intact")
+def test_error_tuning_on_a_full_disk_leaves_no_store(world, capsys):
+    data = world.inputs / "data"
+    for split in ("train", "val", "test"):
+        _colour_folder(data / split, per_class=3)
+    assert _create(world, capsys, "p", data, _weights(world.root / "w.pt"))[0] == 0
+    assert _cli(capsys, "extract", "-p", "p", "--workers", "0", "--device", "cpu")[0] == 0
+    before = world.snapshot()
+    world.freeze()
+    done = _limited_cli(world, ["mitigate", "-p", "p", "--method", "error_tuning", "-o", "max_epochs=1",
+                                "-o", "other_classes=none"], max_file_bytes=128 * 1024)
+    assert done.returncode == 2, done.stderr
+    assert "Traceback" not in done.stderr and "disk is probably full" in done.stderr
+    after = world.snapshot()
+    assert {k: v for k, v in after.items() if k in before} == before
+    assert [k for k in after if k not in before] == []  # no model folder, no derived store
+    world.assert_nothing_half_made()
+    world.assert_outside_untouched()
