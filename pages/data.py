@@ -7,7 +7,6 @@ from pathlib import Path
 import plotly.express as px
 import streamlit as st
 
-from spuraudit import paths
 from spuraudit.data.table import DatasetError
 from spuraudit.modelio import CheckpointError
 from spuraudit.ui.create import (
@@ -17,6 +16,7 @@ from spuraudit.ui.create import (
     architecture_defaults,
     create_project,
     discard_upload,
+    project_folder_for,
     inspect_model,
     parse_class_names,
     preview_dataset,
@@ -235,12 +235,10 @@ if st.session_state.get("project_name_for") != data_path or "project_name" not i
 name = st.text_input("Project name", key="project_name").strip()
 taken = None
 try:
-    if name and (paths.projects_dir() / paths.safe_name(name) / "project.json").is_file():
-        taken = paths.safe_name(name)
-        st.error(f"A project named **{plain(taken)}** already exists; choose another name (creating would replace "
-                 "its dataset and model but keep its labels).")
+    if name:
+        project_folder_for(name)  # the same checks as creating: usable, free, not another name's folder
 except ValueError as exc:
-    st.error(str(exc))
+    st.error(plain(exc))
     taken = name
 blocked = preview is None or not checkpoint or summary is None or not summary.readable or problem is not None \
     or (summary.fit_error is not None and not linear_probe) or not name or taken is not None

@@ -629,3 +629,37 @@ def test_error_tuning_on_a_full_disk_leaves_no_store(world, capsys):
     assert [k for k in after if k not in before] == []  # no model folder, no derived store
     world.assert_nothing_half_made()
     world.assert_outside_untouched()
+
+
+@bad_input("datasets", "on the Add-data page: a folder with a non-UTF-8 file name, random bytes as the checkpoint, "
+                       "and the project names `проект` and `..`",
+           "the preview lists the file as skipped; the checkpoint is refused as not a checkpoint without "
+           "offering trust; each name is refused in words and Create stays disabled")
+def test_add_data_page_with_bad_names_and_files(world):
+    from streamlit.testing.v1 import AppTest
+
+    data = _colour_folder(world.inputs / "data", per_class=2)
+    with open(os.path.join(os.fsencode(data / "green"), b"caf\xe9.png"), "wb") as fh:
+        fh.write((data / "green" / "0.png").read_bytes())
+    junk = world.inputs / "weights.pt"
+    junk.write_bytes(np.random.default_rng(1).bytes(2048))
+    world.freeze()
+    at = AppTest.from_file(str(ROOT / "app.py"), default_timeout=120)
+    at.run()
+    at.switch_page("pages/data.py")
+    at.run()
+    at.text_input(key="data_path").set_value(str(data)).run()
+    assert not at.exception, [e.value for e in at.exception]
+    metrics = {m.label: m.value for m in at.metric}
+    assert metrics["Images"] == "4" and metrics["Skipped files"] == "1"
+    at.selectbox(key="architecture").set_value("spuraudit:digitnet").run()
+    at.text_input(key="checkpoint_path").set_value(str(junk)).run()
+    assert any("is not a checkpoint" in e.value for e in at.error)
+    assert not any("trust" in i.value.lower() for i in at.info)
+    for name in ("проект", ".."):
+        at.text_input(key="project_name").set_value(name).run()
+        assert not at.exception, [e.value for e in at.exception]
+        assert any("name" in e.value and ("letters" in e.value) for e in at.error), [e.value for e in at.error]
+        assert at.button(key="create").disabled
+    assert not {"projects", "models", "uploads"} & {p.name for p in world.home.iterdir()}
+    world.assert_outside_untouched()
