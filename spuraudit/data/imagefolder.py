@@ -25,7 +25,7 @@ def undecodable_name(path: Path) -> str | None:
         str(path).encode("utf-8")
     except UnicodeEncodeError:
         raw = os.fsencode(path.name)
-        return (f"file name {raw!r} is not UTF-8 text; rename it to UTF-8 (e.g. `convmv -f latin1 -t utf8 "
+        return (f"the name {raw!r} is not UTF-8 text; rename it to UTF-8 (e.g. `convmv -f latin1 -t utf8 "
                 f"--notest` in its folder) to include it")
     return None
 

@@ -213,13 +213,15 @@ class JobQueue:
         """Whether the database was recreated at or after `moment` (a `utc_now` time; None: ever)."""
         return any(moment is None or line.split(" ", 1)[0] >= moment for line in self.lost_notes())
 
-    def _high_water(self) -> int:
+    def _high_water(self, folders: bool = True) -> int:
         """The highest job id ever used here: the id file kept beside the job folders, or the folders."""
         best = 0
         try:
             best = int((self.jobs_dir / _LAST_ID).read_text().strip() or 0)
         except (OSError, ValueError):
             pass
+        if not folders:
+            return best
         try:
             best = max([best] + [int(p.name) for p in self.jobs_dir.iterdir() if p.name.isdigit()])
         except OSError:
@@ -230,14 +232,14 @@ class JobQueue:
         """Raise the kept high-water mark to `job_id` (under the lock, so it only ever grows)."""
         try:
             with _file_lock(self._lock_path):
-                if job_id > self._high_water():
+                if job_id > self._high_water(folders=False):
                     _write_atomic(self.jobs_dir / _LAST_ID, f"{job_id}\n")
         except OSError:
             pass  # the job folders still bound the ids; a full disk must not stop a submit that worked
 
     @property
     def _lock_path(self) -> Path:
-        return self.db_path.with_name(self.db_path.name + ".lock")
+        return self.jobs_dir / ".lock"
 
     def _recover(self, reason: str) -> None:
         """Recreate a missing, empty or damaged database with its schema, once, whichever process sees it
