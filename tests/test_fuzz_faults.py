@@ -621,7 +621,7 @@ def test_error_tuning_on_a_full_disk_leaves_no_store(world, capsys):
     before = world.snapshot()
     world.freeze()
     done = _limited_cli(world, ["mitigate", "-p", "p", "--method", "error_tuning", "-o", "max_epochs=1",
-                                "-o", "other_classes=none"], max_file_bytes=128 * 1024)
+                                "-o", "min_steps=1", "-o", "other_classes=none"], max_file_bytes=128 * 1024)
     assert done.returncode == 2, done.stderr
     assert "Traceback" not in done.stderr and "disk is probably full" in done.stderr
     after = world.snapshot()
