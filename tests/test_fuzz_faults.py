@@ -286,7 +286,8 @@ def test_create_over_an_existing_project_needs_replace(world, capsys):
     assert len(moved) == 1 and str(moved[0]) in out
     assert not (folder / "labels.db").exists()
     with sqlite3.connect(moved[0]) as conn:
-        assert conn.execute("SELECT class_index, feature_index, answer, annotator FROM votes ORDER BY id").fetchall() == votes
+        kept = conn.execute("SELECT class_index, feature_index, answer, annotator FROM votes ORDER BY id").fetchall()
+    assert kept == votes
     assert (world.home / "models" / "mine-model").is_dir()  # the earlier models stay
     world.assert_outside_untouched()
     world.assert_nothing_half_made()

@@ -288,7 +288,8 @@ class JobQueue:
         with self._tx() as conn:
             conn.execute(
                 "INSERT OR IGNORE INTO jobs (id, kind, target, title, params, status, progress, message, created,"
-                " started, worker_pid, runner_pid, heartbeat, log_path) VALUES (?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?)",
+                " started, worker_pid, runner_pid, heartbeat, log_path)"
+                " VALUES (?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?)",
                 (int(job.id), job.kind, job.target, job.title, json.dumps(job.params), RUNNING, job.progress, note,
                  job.created, job.started or now, job.worker_pid, job.runner_pid, now, job.log_path))
         if job.log_path:
