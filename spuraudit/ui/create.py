@@ -399,6 +399,10 @@ def project_folder_for(name: str, base: Path | None = None, replace: bool = Fals
 class StorageError(OSError):
     """Writing failed (usually a full disk); nothing of what was being created was kept."""
 
+    def __init__(self, code: int, message: str):
+        super().__init__(message)  # one argument: str() is the message alone, without "[Errno N]"
+        self.errno = code
+
 
 _DISK_ERRNOS = {errno.ENOSPC, errno.EFBIG, getattr(errno, "EDQUOT", errno.ENOSPC)}
 
@@ -414,8 +418,9 @@ def storage_error(exc: BaseException, target: Path, what: str) -> StorageError |
     text = str(exc).lower()
     # torch.save reports a failed write as a RuntimeError of its zip writer, without an errno.
     if isinstance(exc, RuntimeError) and ("streamwriter" in text or "unexpected pos" in text or "write" in text):
-        return StorageError(errno.EIO, f"could not write {target} ({str(exc).splitlines()[0]}); the disk may be "
-                                       f"full. Nothing of {what} was kept; free some space and run it again.")
+        return StorageError(errno.EIO, f"could not write {target}: the disk may be full (torch: "
+                                       f"{str(exc).splitlines()[0]}). Nothing of {what} was kept; free some space "
+                                       "and run it again.")
     return None
 
 
