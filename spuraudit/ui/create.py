@@ -508,7 +508,7 @@ def create_project(
         table = read_dataset(layout, group_columns, image_root=image_root)
         return _create(name, table, project_folder, model_folder_name, arch, checkpoint_path, size, mean_values,
                        std_values, trust_pickle, class_names, linear_probe, class_balanced, probe_train_fraction,
-                       model_options, source, say, base, notes)
+                       model_options, source, say, base, notes, replace)
     except BaseException:
         if unpacked is not None:
             shutil.rmtree(unpacked, ignore_errors=True)
@@ -517,7 +517,7 @@ def create_project(
 
 def _create(name, table, project_folder, model_folder_name, arch, checkpoint_path, size, mean_values, std_values,
             trust_pickle, class_names, linear_probe, class_balanced, probe_train_fraction, model_options, source,
-            say, base, notes) -> Project:
+            say, base, notes, replace) -> Project:
     """The model, then the project, each staged and renamed into place (see `create_project`)."""
     from ..modelio.importing import import_model
     from ..modelio.linear_probe import fit_linear_probe, split_for_probe
@@ -565,7 +565,7 @@ def _create(name, table, project_folder, model_folder_name, arch, checkpoint_pat
         os.rename(staging_model, final_model)
         model_renamed = True
         shutil.rmtree(staging_root, ignore_errors=True)
-        project = _write_project(name, table, final_model, project_folder, base, notes)
+        project = _write_project(name, table, final_model, project_folder, base, notes, replace)
     except BaseException:
         shutil.rmtree(staging_root, ignore_errors=True)
         if model_renamed:
@@ -575,7 +575,7 @@ def _create(name, table, project_folder, model_folder_name, arch, checkpoint_pat
 
 
 def _write_project(name: str, table: ImageTable, model_folder: Path, folder: Path, base: Path | None,
-                   notes: list[str] | None) -> Project:
+                   notes: list[str] | None, replace: bool = False) -> Project:
     """Write the project under a hidden staging name and rename it into place. An existing project of
     that name (replace) is swapped out in the same way; its feature stores stay, its votes stay only when
     the model is the same, and everything else of it goes."""
@@ -585,6 +585,8 @@ def _write_project(name: str, table: ImageTable, model_folder: Path, folder: Pat
     projects.mkdir(parents=True, exist_ok=True)
     staging = projects / f".creating-{folder.name}-{uuid.uuid4().hex[:8]}"
     old = Project.open(folder) if (folder / "project.json").is_file() else None
+    if old is not None and not replace:  # created by someone else while this one ran
+        project_folder_for(name, base, replace=False)  # raises, saying what to do
     settings = {**DEFAULT_SETTINGS, **(old.settings if old else {})}
     project = Project(folder=staging, name=name, model=str(model_folder.resolve()), settings=settings)
     aside: Path | None = None
