@@ -15,6 +15,7 @@ from spuraudit.project import list_projects
 from spuraudit.ui import jobs as ui_jobs
 from spuraudit.ui.auth import allowed, pickle_trust_offered, server_path
 from spuraudit.ui.nav import page_setup
+from spuraudit.ui.widgets import plain
 from spuraudit.ui.state import load_model, project_choice
 
 page_setup("Home")
@@ -91,7 +92,7 @@ if allowed("admin"):
 if project is None:
     st.stop()
 
-st.header(f"Project: {project.name}")
+st.header(f"Project: {plain(project.name)}")
 table = project.table
 model, card = load_model(project.model_folder)
 store = project.feature_store()

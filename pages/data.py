@@ -7,7 +7,6 @@ from pathlib import Path
 import plotly.express as px
 import streamlit as st
 
-from spuraudit import paths
 from spuraudit.data.table import DatasetError
 from spuraudit.modelio import CheckpointError
 from spuraudit.create import (
@@ -16,6 +15,8 @@ from spuraudit.create import (
     architecture_choices,
     architecture_defaults,
     create_project,
+    discard_upload,
+    project_folder_for,
     inspect_model,
     parse_class_names,
     preview_dataset,
@@ -25,6 +26,7 @@ from spuraudit.create import (
 )
 from spuraudit.ui.auth import pickle_trust_offered, require_role, server_path
 from spuraudit.ui.nav import link, page_setup
+from spuraudit.ui.widgets import plain
 
 CHECKPOINT_TYPES = ["pt", "pth", "th", "bin", "ckpt", "safetensors", "tar"]
 # The job function by its import path (a kind with ':' needs no registration in spuraudit.jobs.kinds).
@@ -133,7 +135,7 @@ if preview is not None:
     with st.expander("Sample images per class", expanded=table.num_classes <= MAX_CLASSES_WITH_THUMBNAILS):
         samples = preview.samples(THUMBNAILS_PER_CLASS)
         for name, files in list(samples.items())[:MAX_CLASSES_WITH_THUMBNAILS]:
-            st.markdown(f"**{name}**")
+            st.markdown(f"**{plain(name)}**")
             st.image(files, width=72)
         if len(samples) > MAX_CLASSES_WITH_THUMBNAILS:
             st.caption(f"… and {len(samples) - MAX_CLASSES_WITH_THUMBNAILS} more classes")
@@ -150,7 +152,7 @@ if model_source == "Upload a file":
                               key="checkpoint_upload")
     if upload is not None:
         saved = st.session_state.setdefault("saved_uploads", {})
-        if upload.file_id not in saved:
+        if upload.file_id not in saved or not Path(saved[upload.file_id]).is_file():
             saved[upload.file_id] = str(save_upload(upload.name, upload))
         checkpoint = saved[upload.file_id]
 else:
@@ -207,6 +209,8 @@ if checkpoint:
                 "(torch.save(model.state_dict(), 'weights.pt')) or as .safetensors.")
     elif summary.refusal:
         st.error(summary.refusal)
+        if model_source == "Upload a file":
+            discard_upload(checkpoint)  # refused for good: keep no copy of it
     else:
         head = f"{summary.num_classes} classes in the head" if summary.num_classes else "no classification head"
         st.success(f"Read {summary.num_tensors} tensors: {head}.")
@@ -253,12 +257,10 @@ if st.session_state.get("project_name_for") != data_path or "project_name" not i
 name = st.text_input("Project name", key="project_name").strip()
 taken = None
 try:
-    if name and (paths.projects_dir() / paths.safe_name(name) / "project.json").is_file():
-        taken = paths.safe_name(name)
-        st.error(f"A project named **{taken}** already exists; choose another name (creating would replace "
-                 "its dataset and model but keep its labels).")
+    if name:
+        project_folder_for(name)  # the same checks as creating: usable, free, not another name's folder
 except ValueError as exc:
-    st.error(str(exc))
+    st.error(plain(exc))
     taken = name
 blocked = preview is None or not checkpoint or summary is None or not summary.readable or problem is not None \
     or (summary.fit_error is not None and not linear_probe) or not name or taken is not None
@@ -284,7 +286,7 @@ if st.button("Create project", type="primary", disabled=blocked, key="create"):
             st.error(f"The background job could not be queued ({exc}); a linear probe runs only as a "
                      "background job. See the Jobs page.")
         else:
-            st.success(f"Job #{job_id} queued: it fits the linear probe, creates the project **{name}** and "
+            st.success(f"Job #{job_id} queued: it fits the linear probe, creates the project **{plain(name)}** and "
                        "extracts its features.")
             link("pages/jobs.py", "Go to Jobs", ":material/schedule:")
     else:
@@ -302,8 +304,8 @@ if st.button("Create project", type="primary", disabled=blocked, key="create"):
             try:
                 ui_jobs.submit(EXTRACT_JOB_KIND, {"project": str(project.folder)},
                                f"Extract features: {project.name}")
-                st.success(f"Project **{project.name}** created; feature extraction is running in the background.")
+                st.success(f"Project **{plain(project.name)}** created; feature extraction is running in the background.")
             except Exception as exc:  # the project itself is complete; extraction can be started later
-                st.warning(f"Project **{project.name}** created, but the extraction job could not be queued "
+                st.warning(f"Project **{plain(project.name)}** created, but the extraction job could not be queued "
                            f"({exc}). Start it from Home or run `spuraudit extract --project {project.folder.name}`.")
             link("app.py", "Go to Home to follow the extraction", ":material/home:")

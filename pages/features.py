@@ -16,6 +16,7 @@ from spuraudit.ui.widgets import (
     class_picker,
     image_row,
     image_set_picker,
+    plain,
     split_picker,
 )
 
@@ -44,7 +45,7 @@ if top.empty:
     st.stop()
 
 st.markdown(
-    f"Class **{audit.class_names[class_index]}**: importance `I[c,d]` = mean of `r_d(x)·W[c,d]` over "
+    f"Class **{plain(audit.class_names[class_index])}**: importance `I[c,d]` = mean of `r_d(x)·W[c,d]` over "
     f"the {mode} images of the {split or 'whole'} split. The triage gap is the class's accuracy on its "
     f"{triage_k} images with the highest activation minus on the {triage_k} with the lowest (fewer when the "
     "class has fewer than twice as many): a large |gap| flags a feature whose presence changes the model's "

@@ -13,7 +13,7 @@ from spuraudit.data.images import load_rgb
 from spuraudit.explain import upscale_for_display
 from spuraudit.ui.nav import page_setup
 from spuraudit.ui.state import load_model, require_features, require_project
-from spuraudit.ui.widgets import split_picker
+from spuraudit.ui.widgets import plain, split_picker
 
 page_setup("Rankings & gaps")
 project = require_project()
@@ -39,7 +39,7 @@ if stats_mode != project.settings.get("stats") or gap_k != project.settings.get(
     project.update_settings(stats=stats_mode, gap_k=int(gap_k))
 
 names = audit.class_names
-st.caption("Spurious features: " + "; ".join(f"{names[c]}: {', '.join(f'#{d}' for d in ds)}"
+st.caption("Spurious features: " + "; ".join(f"{plain(names[c])}: {', '.join(f'#{d}' for d in ds)}"
                                              for c, ds in sorted(audit.spurious.items())))
 
 report = audit.gaps(split, k=int(gap_k))

@@ -22,7 +22,7 @@ from spuraudit.ui.nav import page_setup
 from spuraudit.ui.review_queue import queue_sidebar
 from spuraudit.ui.reviewer import current_reviewer, reviewer_sidebar
 from spuraudit.ui.state import require_features, require_project
-from spuraudit.ui.widgets import cached_attack, cached_pair_evidence, image_row
+from spuraudit.ui.widgets import cached_attack, cached_pair_evidence, image_row, plain
 
 EVIDENCE_PX = 84  # top images, NAMs and attacks: the default 8 per row fit the evidence column on one line
 
@@ -121,7 +121,7 @@ else:
 
     rank = "" if row["rank"] is None or (isinstance(row["rank"], float) and np.isnan(row["rank"])) \
         else f" · rank {int(row['rank'])} in its class"
-    st.subheader(f"Class {c}: {class_name} · feature {d}{rank}")
+    st.subheader(f"Class {c}: {plain(class_name)} · feature {d}{rank}")
     status = row["status"] + (f" ({row['subtype']})" if row["subtype"] else "")
     st.caption(f"Current label: **{status}**" + (" (machine proposal, not confirmed)" if row["proposed"] else "")
                + (f" · your vote: **{ANSWER_LABELS[row['mine']]}**" if row["mine"] else "")
@@ -139,12 +139,12 @@ else:
             st.markdown("**Feature attacks** (the image pushed to excite the feature: what it amplifies)")
             image_row(cached_attack(audit, store_key, tuple(map(int, ev.top)), d), width=EVIDENCE_PX)
     with class_col:
-        st.markdown(f"**The class: {class_name}**")
+        st.markdown(f"**The class: {plain(class_name)}**")
         image_row(_class_examples(str(project.folder), c, split), width=60)
 
     # the answer
     with st.container(border=True):
-        st.markdown(f"**Does feature {d} look at the {class_name} itself?**")
+        st.markdown(f"**Does feature {d} look at the {plain(class_name)} itself?**")
         answers = [("main_object", ":material/check_circle:", "M"), ("separate_object", ":material/category:", "S"),
                    ("background", ":material/landscape:", "B")]
         for column, (answer, icon, letter) in zip(st.columns(3), answers):

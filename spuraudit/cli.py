@@ -5,6 +5,7 @@ from __future__ import annotations
 import argparse
 import json
 import math
+import sqlite3
 import sys
 from pathlib import Path
 
@@ -93,19 +94,23 @@ def cmd_create(args):
 
     options = {k: v for k, v in (("feature_layer", args.feature_layer), ("head", args.head)) if v}
     bar = _Bar("create", args.json)
-    project = create_project(
-        args.name, args.data, args.group_columns or [], args.arch, args.checkpoint, args.input_size,
-        args.mean, args.std, args.trust_pickle, model_name=args.model_name, class_names=args.class_names,
-        linear_probe=args.linear_probe, class_balanced=args.class_balanced,
-        probe_train_fraction=args.probe_train_fraction, model_options=options or None,
-        image_root=args.image_root, progress=bar,
-    )
-    bar.close()
+    notes: list[str] = []
+    try:
+        project = create_project(
+            args.name, args.data, args.group_columns or [], args.arch, args.checkpoint, args.input_size,
+            args.mean, args.std, args.trust_pickle, model_name=args.model_name, class_names=args.class_names,
+            linear_probe=args.linear_probe, class_balanced=args.class_balanced,
+            probe_train_fraction=args.probe_train_fraction, model_options=options or None,
+            image_root=args.image_root, progress=bar, replace=args.replace, notes=notes,
+        )
+    finally:
+        bar.close()
     table = project.table
     msg = (f"project: {project.folder}\nimages: {len(table)} ({len(table.skipped)} skipped)\n"
            f"model: {project.model_folder}\nnext: spuraudit extract --project {project.folder.name}")
+    msg += "".join(f"\nnote: {n}" for n in notes)
     _emit(args, {"project": str(project.folder), "images": len(table), "skipped": table.skipped,
-                 "model": str(project.model_folder)}, msg)
+                 "model": str(project.model_folder), "notes": notes}, msg)
 
 
 def cmd_extract(args):
@@ -152,11 +157,22 @@ def cmd_top_features(args):
 
 
 def cmd_mark(args):
+    import sqlite3
+
+    from .labels import NewVote
+
     project = _project(args)
-    store = project.labels()
     answer = {"spurious": "background", "core": "main_object"}.get(args.as_, args.as_)
-    for d in args.feature:
-        store.add_vote(args.cls, d, answer, annotator=args.annotator, confidence=args.confidence, reason=args.reason)
+    votes = [NewVote(class_index=args.cls, feature_index=d, answer=answer, annotator=args.annotator,
+                     confidence=args.confidence, reason=args.reason) for d in args.feature]
+    try:
+        store = project.labels()
+        store.add_votes(votes)  # one transaction: all of the command's votes, or none
+    except sqlite3.OperationalError as exc:
+        raise OSError(
+            f"could not save the votes in {project.labels_path} ({exc}): the disk is probably full or the folder "
+            "is read-only. None of this command's votes were saved and the earlier votes are unchanged; free "
+            "some space and run the command again.") from None
     spurious = store.spurious_features()
     _emit(args, {"spurious": spurious}, f"spurious features now: {json.dumps(spurious)}")
 
@@ -436,6 +452,9 @@ def build_parser() -> argparse.ArgumentParser:
     sp.add_argument("--class-balanced", action="store_true", help="linear probe: weight classes equally")
     sp.add_argument("--probe-train-fraction", type=float, default=None,
                     help="linear probe on a dataset without a train split: this share becomes train, at random")
+    sp.add_argument("--replace", action="store_true",
+                    help="replace the dataset and model of an existing project of this name (its votes are "
+                         "kept only when the model is the same; otherwise they are moved aside)")
     sp.add_argument("--feature-layer", help="TorchScript: the submodule whose output is the feature map")
     sp.add_argument("--head", help="TorchScript: the final linear layer (default: the last one)")
 
@@ -542,8 +561,24 @@ def main(argv: list[str] | None = None) -> int:
 
     try:
         return args.func(args) or 0
-    except (DatasetError, CheckpointError, LabelStoreError, FileNotFoundError, ValueError) as exc:
+    except (DatasetError, CheckpointError, LabelStoreError, ValueError) as exc:
         print(f"error: {exc}", file=sys.stderr)
+        return 2
+    except OSError as exc:  # full disk, unreadable file: the message names the path
+        detail = str(exc) if exc.filename is None or str(exc.filename) in str(exc) else f"{exc.filename}: {exc}"
+        print(f"error: {detail}", file=sys.stderr)
+        return 2
+    except RuntimeError as exc:
+        text = str(exc).lower()
+        if "streamwriter" not in text and "unexpected pos" not in text and "file write failed" not in text:
+            raise
+        # torch.save's zip writer reports a failed write without an errno or a file name
+        print(f"error: a file could not be written ({str(exc).splitlines()[0]}): the disk is probably full. "
+              "Nothing half-written was kept; free some space and run the command again.", file=sys.stderr)
+        return 2
+    except sqlite3.Error as exc:
+        print(f"error: a database could not be used ({exc}); the disk may be full or the file damaged.",
+              file=sys.stderr)
         return 2
 
 

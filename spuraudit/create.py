@@ -14,7 +14,11 @@ tested without a browser:
 from __future__ import annotations
 
 import datetime as dt
+import errno
+import hashlib
+import json
 import os
+import uuid
 import shutil
 import tempfile
 from dataclasses import dataclass, field
@@ -25,7 +29,6 @@ import numpy as np
 import pandas as pd
 
 from . import paths
-from .common import Progress
 from .data import read_imagefolder, read_manifest
 from .data.archive import DatasetLayout, detect_layout, extract_zip
 from .data.manifest import LABEL_COLUMNS, MASK_COLUMNS, PATH_COLUMNS
@@ -33,6 +36,7 @@ from .data.table import DatasetError, ImageTable
 from .modelio import ModelCard
 from .modelio.inspection import CheckpointSummary, summarize_checkpoint
 from .project import Project
+from .common import Progress
 from .jobs.kinds import PROJECT_CREATE
 
 UPLOADS = "uploads"
@@ -49,24 +53,46 @@ def _stamped(name: str) -> str:
 
 
 def save_upload(name: str, data: bytes | BinaryIO, base: Path | None = None) -> Path:
-    """Write an uploaded file under `<home>/uploads/` (atomically, under a fresh time-stamped name)."""
+    """Write an uploaded file under `<home>/uploads/` (atomically), named by its content hash and name.
+
+    The same content uploaded again (a retry, a second attempt after a refusal) gives back the file
+    already there instead of another copy.
+    """
     folder = uploads_dir(base)
     folder.mkdir(parents=True, exist_ok=True)
-    target = folder / _stamped(Path(name).name)
     fd, tmp = tempfile.mkstemp(prefix=".upload-", dir=folder)
+    digest = hashlib.sha256()
     try:
         with os.fdopen(fd, "wb") as out:
             if isinstance(data, (bytes, bytearray, memoryview)):
+                digest.update(data)
                 out.write(data)
             else:
                 if hasattr(data, "seek"):
                     data.seek(0)
-                shutil.copyfileobj(data, out, 1024**2)
+                while chunk := data.read(1024**2):
+                    digest.update(chunk)
+                    out.write(chunk)
+        key = digest.hexdigest()[:16]
+        earlier = sorted(folder.glob(f"{key}-*"))
+        if earlier and earlier[0].is_file():
+            Path(tmp).unlink()
+            return earlier[0]
+        target = folder / f"{key}-{paths.safe_name(Path(name).name or 'upload')}"
         os.replace(tmp, target)
     except BaseException:
         Path(tmp).unlink(missing_ok=True)
         raise
     return target
+
+
+def discard_upload(path: str | Path, base: Path | None = None) -> bool:
+    """Delete an uploaded file that was refused (only a file directly under `<home>/uploads/`)."""
+    path = Path(path)
+    if path.parent.resolve() != uploads_dir(base).resolve() or not path.is_file():
+        return False
+    path.unlink(missing_ok=True)
+    return True
 
 
 def unpack_dataset_zip(zip_source: str | Path | BinaryIO, name: str = "dataset", base: Path | None = None,
@@ -187,11 +213,39 @@ def architecture_defaults(name: str) -> dict:
     }
 
 
+def not_a_checkpoint(path: str | Path) -> str | None:
+    """Why the file cannot be a checkpoint, judged by its first bytes; None when it may be one.
+
+    torch.save and TorchScript write zip archives, older torch a pickle, safetensors an 8-byte length and a
+    JSON header. Anything else (random bytes, an HTML error page saved as .pt) is refused as what it is,
+    rather than as a pickle that would need trust.
+    """
+    path = Path(path)
+    try:
+        with open(path, "rb") as fh:
+            head = fh.read(512)
+    except OSError:
+        return None  # missing or unreadable: the checkpoint reader says so with its own message
+    if head.startswith(b"PK\x03\x04") or (head[:1] == b"\x80" and head[1:2] in (b"\x02", b"\x03", b"\x04", b"\x05")):
+        return None
+    if len(head) > 8 and head[8:9] == b"{" and 0 < int.from_bytes(head[:8], "little") < 100_000_000:
+        return None  # safetensors
+    if head[257:262] == b"ustar":
+        return None  # the tar files of torch before 0.4
+    return (f"{path}: is not a checkpoint: it is not a zip archive (torch.save, TorchScript), a pickle or a "
+            f"safetensors file (it starts with {head[:8]!r}). Check that this is the weights file and that it "
+            "was copied or downloaded completely.")
+
+
 def inspect_model(checkpoint: str | Path, architecture: str, trust_pickle: bool = False,
                   options: dict | None = None, input_size: int = 224) -> CheckpointSummary:
     """What the checkpoint holds: head size (None for a backbone), fit with the architecture, trust needed."""
-    return summarize_checkpoint(Path(str(checkpoint).strip()).expanduser(), architecture, trust_pickle,
-                                options, (input_size, input_size))
+    path = Path(str(checkpoint).strip()).expanduser()
+    reason = not_a_checkpoint(path)
+    if reason:
+        return CheckpointSummary(path=str(path), architecture=architecture, num_classes=None, head_key=None,
+                                 refusal=reason)
+    return summarize_checkpoint(path, architecture, trust_pickle, options, (input_size, input_size))
 
 
 class ClassMismatchError(ValueError):
@@ -292,6 +346,85 @@ def parse_floats(value: str | Sequence[float], what: str) -> list[float]:
     return values
 
 
+MAX_NAME_LENGTH = 100
+
+
+def check_name(name: str, what: str = "project name") -> str:
+    """The folder name for a project or model name, checked before any work starts.
+
+    Raises ValueError naming the problem when the name cannot become a folder of its own: empty,
+    only dots, too long, or without a letter or digit that a folder name can keep (e.g. Cyrillic only).
+    """
+    text = str(name or "").strip()
+    if not text:
+        raise ValueError(f"Give the {what}.")
+    if len(text) > MAX_NAME_LENGTH:
+        raise ValueError(f"The {what} is {len(text)} characters long; use at most {MAX_NAME_LENGTH}.")
+    if set(text) <= {"."}:
+        raise ValueError(f"The {what} {text!r} is not a usable folder name; use letters or digits.")
+    try:
+        folder = paths.safe_name(text)
+    except ValueError:
+        raise ValueError(
+            f"The {what} {text!r} has no letters A-Z or digits; it names a folder, so use letters A-Z, digits, "
+            "'-', '_' or '.' (e.g. 'waterbirds-resnet50')."
+        ) from None
+    return folder
+
+
+def project_folder_for(name: str, base: Path | None = None, replace: bool = False) -> Path:
+    """The folder `name` gets under projects/, after `check_name`; refuses an existing project unless
+    `replace`, and never lets two different names share a folder ('a/b' and 'a-b' both map to `a-b`)."""
+    folder = paths.projects_dir(base) / check_name(name)
+    if folder.exists():
+        if not (folder / "project.json").is_file():
+            raise ValueError(f"{folder} exists but is not a project; move it away or choose another name.")
+        try:
+            existing = json.loads((folder / "project.json").read_text()).get("name")
+        except (OSError, ValueError):
+            existing = None
+        if existing != str(name).strip():
+            raise ValueError(
+                f"The project name {str(name).strip()!r} maps to the folder {folder}, which already holds the "
+                f"project {existing!r}; choose another name."
+            )
+        if not replace:
+            raise ValueError(
+                f"A project named {existing!r} already exists ({folder}); choose another name, or replace its "
+                "dataset and model explicitly (`spuraudit create --replace`). Its votes are kept only when the "
+                "model is the same."
+            )
+    return folder
+
+
+class StorageError(OSError):
+    """Writing failed (usually a full disk); nothing of what was being created was kept."""
+
+    def __init__(self, code: int, message: str):
+        super().__init__(message)  # one argument: str() is the message alone, without "[Errno N]"
+        self.errno = code
+
+
+_DISK_ERRNOS = {errno.ENOSPC, errno.EFBIG, getattr(errno, "EDQUOT", errno.ENOSPC)}
+
+
+def storage_error(exc: BaseException, target: Path, what: str) -> StorageError | None:
+    """A clear `StorageError` for a failed write of `target`, or None when `exc` is something else."""
+    if isinstance(exc, StorageError):
+        return exc
+    if isinstance(exc, OSError) and exc.errno in _DISK_ERRNOS:
+        where = exc.filename or target
+        return StorageError(exc.errno, f"disk full while writing {where} ({exc.strerror}). Nothing of {what} "
+                                       "was kept; free some space (or raise the file-size limit) and run it again.")
+    text = str(exc).lower()
+    # torch.save reports a failed write as a RuntimeError of its zip writer, without an errno.
+    if isinstance(exc, RuntimeError) and ("streamwriter" in text or "unexpected pos" in text or "write" in text):
+        return StorageError(errno.EIO, f"could not write {target}: the disk may be full (torch: "
+                                       f"{str(exc).splitlines()[0]}). Nothing of {what} was kept; free some space "
+                                       "and run it again.")
+    return None
+
+
 def _fresh_folder(parent: Path, name: str) -> Path:
     """`parent/name`, or `name-2`, `name-3`, ... so that creating a project never overwrites another model."""
     candidate, i = parent / name, 2
@@ -322,6 +455,8 @@ def create_project(
     source: str = "path",
     progress: Progress | None = None,
     base: Path | None = None,
+    replace: bool = False,
+    notes: list[str] | None = None,
 ) -> Project:
     """Read the dataset, check the checkpoint against it, store the model and the project.
 
@@ -332,19 +467,23 @@ def create_project(
     overwriting an existing one). `linear_probe`: the checkpoint is a backbone;
     fit a new head on the training split (`probe_train_fraction` splits a dataset that has none at random).
     `model_options`: card options, e.g. `{feature_layer, head}` for TorchScript. `image_root`: where a CSV's
-    relative image paths start (default: the CSV's folder). Raises `DatasetError`,
-    `CheckpointError` or `ClassMismatchError` with a message that names the problem and the fix.
+    relative image paths start (default: the CSV's folder). `replace`: an existing project of this name
+    gets the new dataset and model (its votes are kept when the model is the same, else moved aside, as
+    said in `notes`); without it an existing name is refused. Raises `DatasetError`, `CheckpointError`,
+    `ClassMismatchError` or `StorageError` (disk full) with a message that names the problem and the fix.
+    All or nothing: on any failure no part of the new project or model folder remains.
     """
-    from .modelio.importing import import_model
-    from .modelio.linear_probe import split_for_probe
-    from .probe import fit_linear_probe
-
     say = progress or (lambda f, m: None)
-    if not str(name).strip():
-        raise ValueError("Give the project a name.")
+    name = str(name or "").strip()
+    project_folder = project_folder_for(name, base, replace=replace)  # before any work
+    model_folder_name = check_name(model_name or f"{name}-model", "model name")
     if not str(checkpoint).strip():
         raise ValueError("Give the checkpoint: a file path on the server, or upload one.")
     checkpoint_path = Path(str(checkpoint).strip()).expanduser()
+    if reason := not_a_checkpoint(checkpoint_path):
+        from .modelio import CheckpointError
+
+        raise CheckpointError(reason)
     group_columns = [g.strip() for g in groups.split(",")] if isinstance(groups, str) else list(groups)
     group_columns = [g for g in group_columns if g]
     if size is None or mean is None or std is None:
@@ -359,16 +498,40 @@ def create_project(
         raise DatasetError("Give the dataset: an ImageFolder root, a CSV manifest, or a .zip of one.")
     data_path = Path(data_text).expanduser()
     say(0.0, "reading the dataset")
-    if data_path.suffix.lower() == ".zip" and data_path.is_file():
-        layout = unpack_dataset_zip(data_path, data_path.name, base=base)
-    else:
-        layout = detect_layout(data_path)
-    table = read_dataset(layout, group_columns, image_root=image_root)
+    unpacked: Path | None = None  # a zip's extracted copy, removed again when creating fails
+    try:
+        if data_path.suffix.lower() == ".zip" and data_path.is_file():
+            layout = unpack_dataset_zip(data_path, data_path.name, base=base)
+            uploads = uploads_dir(base).resolve()
+            unpacked = uploads / Path(layout.root).resolve().relative_to(uploads).parts[0]
+        else:
+            layout = detect_layout(data_path)
+        table = read_dataset(layout, group_columns, image_root=image_root)
+        return _create(name, table, project_folder, model_folder_name, arch, checkpoint_path, size, mean_values,
+                       std_values, trust_pickle, class_names, linear_probe, class_balanced, probe_train_fraction,
+                       model_options, source, say, base, notes, replace)
+    except BaseException:
+        if unpacked is not None:
+            shutil.rmtree(unpacked, ignore_errors=True)
+        raise
+
+
+def _create(name, table, project_folder, model_folder_name, arch, checkpoint_path, size, mean_values, std_values,
+            trust_pickle, class_names, linear_probe, class_balanced, probe_train_fraction, model_options, source,
+            say, base, notes, replace) -> Project:
+    """The model, then the project, each staged and renamed into place (see `create_project`)."""
+    from .modelio.importing import import_model
+    from .modelio.linear_probe import split_for_probe
+    from .probe import fit_linear_probe
 
     models = paths.models_dir(base)
-    folder = _fresh_folder(models, paths.safe_name(model_name or f"{name}-model"))
+    final_model = _fresh_folder(models, model_folder_name)
+    # Everything is written under hidden staging names first and renamed into place at the end.
+    # The model is staged under its final name inside a hidden folder: writers name the card after the folder.
+    staging_root = models / f".creating-{uuid.uuid4().hex[:8]}"
+    staging_model = staging_root / final_model.name
     card = ModelCard(
-        name=folder.name,
+        name=final_model.name,
         architecture=arch,
         class_names=list(table.class_names),
         input_size=[int(size), int(size)],
@@ -377,24 +540,118 @@ def create_project(
         source=source,
         options={**(model_options or {}), "checkpoint": str(checkpoint_path.resolve())},
     )
-    if linear_probe:
-        if "train" not in table.splits and probe_train_fraction:
-            table = split_for_probe(table, probe_train_fraction)
-        fit_linear_probe(table, card, checkpoint_path, folder, progress=lambda f, m: say(0.05 + 0.9 * f, m),
-                         class_balanced=class_balanced, trust_pickle=trust_pickle)
-    else:
-        summary = inspect_model(checkpoint_path, arch, trust_pickle, model_options, int(size))
-        if summary.refusal:
-            from .modelio import CheckpointError, UntrustedPickleError
+    model_renamed = False
+    try:
+        try:
+            if linear_probe:
+                if "train" not in table.splits and probe_train_fraction:
+                    table = split_for_probe(table, probe_train_fraction)
+                fit_linear_probe(table, card, checkpoint_path, staging_model,
+                                 progress=lambda f, m: say(0.05 + 0.9 * f, m),
+                                 class_balanced=class_balanced, trust_pickle=trust_pickle)
+            else:
+                summary = inspect_model(checkpoint_path, arch, trust_pickle, model_options, int(size))
+                if summary.refusal:
+                    from .modelio import CheckpointError, UntrustedPickleError
 
-            raise (UntrustedPickleError if summary.needs_trust else CheckpointError)(summary.refusal)
-        model_names = resolve_class_names(summary.num_classes, parse_class_names(class_names), table.class_names)
-        table = relabel(table, model_names)
-        card.class_names = model_names
-        say(0.3, "checking the checkpoint against the architecture")
-        import_model(checkpoint_path, card, folder, trust_pickle=trust_pickle)
-    say(0.95, "writing the project")
-    return Project.create(name, table, folder, base=base)
+                    raise (UntrustedPickleError if summary.needs_trust else CheckpointError)(summary.refusal)
+                model_names = resolve_class_names(summary.num_classes, parse_class_names(class_names),
+                                                  table.class_names)
+                table = relabel(table, model_names)
+                card.class_names = model_names
+                say(0.3, "checking the checkpoint against the architecture")
+                import_model(checkpoint_path, card, staging_model, trust_pickle=trust_pickle)
+        except BaseException as exc:
+            raise storage_error(exc, final_model, f"the model {final_model.name}") or exc
+        say(0.95, "writing the project")
+        os.rename(staging_model, final_model)
+        model_renamed = True
+        shutil.rmtree(staging_root, ignore_errors=True)
+        project = _write_project(name, table, final_model, project_folder, base, notes, replace)
+    except BaseException:
+        shutil.rmtree(staging_root, ignore_errors=True)
+        if model_renamed:
+            shutil.rmtree(final_model, ignore_errors=True)
+        raise
+    return project
+
+
+def _write_project(name: str, table: ImageTable, model_folder: Path, folder: Path, base: Path | None,
+                   notes: list[str] | None, replace: bool = False) -> Project:
+    """Write the project under a hidden staging name and rename it into place. An existing project of
+    that name (replace) is swapped out in the same way; its feature stores stay, its votes stay only when
+    the model is the same, and everything else of it goes."""
+    from .project import DEFAULT_SETTINGS
+
+    projects = paths.projects_dir(base)
+    projects.mkdir(parents=True, exist_ok=True)
+    staging = projects / f".creating-{folder.name}-{uuid.uuid4().hex[:8]}"
+    old = Project.open(folder) if (folder / "project.json").is_file() else None
+    if old is not None and not replace:  # created by someone else while this one ran
+        project_folder_for(name, base, replace=False)  # raises, saying what to do
+    settings = {**DEFAULT_SETTINGS, **(old.settings if old else {})}
+    project = Project(folder=staging, name=name, model=str(model_folder.resolve()), settings=settings)
+    aside: Path | None = None
+    try:
+        try:
+            staging.mkdir()
+            table.save(staging)
+            project.save()
+        except BaseException as exc:
+            raise storage_error(exc, folder, f"the project {name!r}") or exc
+        if old is not None:
+            aside = projects / f".replaced-{folder.name}-{uuid.uuid4().hex[:8]}"
+            os.rename(folder, aside)
+        try:
+            os.rename(staging, folder)
+        except BaseException:
+            if aside is not None:
+                os.rename(aside, folder)
+                aside = None
+            raise
+    except BaseException:
+        shutil.rmtree(staging, ignore_errors=True)
+        raise
+    project.folder = folder
+    if old is not None and aside is not None:
+        _carry_over(aside, folder, Path(old.model), model_folder, notes if notes is not None else [])
+        shutil.rmtree(aside, ignore_errors=True)
+    return project
+
+
+def _same_model(old: Path, new: Path) -> bool:
+    """Whether two model folders hold the same network: classes, input and weights (by content)."""
+    from .modelio import load_model, weights_hash
+
+    try:
+        old_model, old_card = load_model(old)
+    except Exception:  # noqa: BLE001 - a missing or broken old model is simply not the same one
+        return False
+    new_model, new_card = load_model(new)
+    return (old_card.architecture, old_card.class_names, list(old_card.input_size)) == (
+        new_card.architecture, new_card.class_names, list(new_card.input_size)) and \
+        weights_hash(old_model) == weights_hash(new_model)
+
+
+def _carry_over(old: Path, new: Path, old_model: Path, new_model: Path, notes: list[str]) -> None:
+    """Move what stays valid from a replaced project's folder into the new one (renames only)."""
+    if (old / "features").is_dir():
+        os.rename(old / "features", new / "features")  # keyed by model and dataset content: never stale
+    db = old / "labels.db"
+    if not db.is_file():
+        return
+    if _same_model(old_model, new_model):
+        for suffix in ("", "-wal", "-shm"):
+            if (old / f"labels.db{suffix}").exists():
+                os.rename(old / f"labels.db{suffix}", new / f"labels.db{suffix}")
+        notes.append(f"kept the project's votes: the model is the same as before ({old_model.name}).")
+        return
+    kept = new / f"labels-before-{dt.datetime.now().strftime('%Y%m%d-%H%M%S')}.db"
+    for suffix in ("", "-wal", "-shm"):
+        if (old / f"labels.db{suffix}").exists():
+            os.rename(old / f"labels.db{suffix}", Path(f"{kept}{suffix}"))
+    notes.append(f"the earlier votes label the features of another model ({old_model.name}), so they were moved "
+                 f"to {kept} and the project starts without votes.")
 
 
 PROBE_JOB_KIND = PROJECT_CREATE  # kept for callers that imported the old name

@@ -8,6 +8,7 @@ job's JSON gave into the declared type, with an error naming the option.
 from __future__ import annotations
 
 import argparse
+import math
 from dataclasses import dataclass
 from typing import Any, ClassVar, Sequence
 
@@ -61,6 +62,8 @@ class Option:
             value = coerce(value, kind)
         except (TypeError, ValueError):
             raise self.error(f"option '{self.name}' must be a {kind.__name__}, got {value!r}.") from None
+        if kind is float and not math.isfinite(value):  # nan passes every bound check below
+            raise self.error(f"option '{self.name}' must be a finite number, got {value!r}.")
         if self.choices is not None and value not in self.choices:
             raise self.error(f"option '{self.name}' must be one of {list(self.choices)}, got {value!r}.")
         if self.minimum is not None and value < self.minimum:

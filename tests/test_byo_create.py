@@ -141,9 +141,11 @@ def test_create_project_checks_and_stores_everything(colour_folder, tmp_path):
     assert project.table.num_classes == 2 and len(project.table) == 36
     model, card = load_model(project.model_folder)
     assert card.input_size == [32, 32] and card.class_names == ["green", "red"]
-    # A second project of the same name never overwrites the first one's model.
+    # Replacing a project of the same name never overwrites the first one's model.
+    with pytest.raises(ValueError, match="already exists"):
+        create_project("colours", str(colour_folder), "", "torchvision:resnet18", str(ckpt), 32, base=tmp_path / "home")
     again = create_project("colours", str(colour_folder), "", "torchvision:resnet18", str(ckpt), 32,
-                           base=tmp_path / "home")
+                           base=tmp_path / "home", replace=True)
     assert again.model_folder != project.model_folder and project.model_folder.is_dir()
 
 

@@ -30,7 +30,7 @@ from spuraudit.auth import add_user
 from spuraudit.cli import main
 from spuraudit.data.table import DatasetError
 from spuraudit.modelio.digitnet import DigitNet
-from spuraudit.ui.create import unpack_dataset_zip
+from spuraudit.create import unpack_dataset_zip
 from tests.fuzzcases import bad_input
 
 ROOT = Path(__file__).resolve().parents[1]
@@ -56,7 +56,7 @@ def _imagefolder(root: Path, per_class: int = 3) -> Path:
 @pytest.fixture(scope="module")
 def earlier(tmp_path_factory) -> Path:
     """A home holding one real project, made once; each test works on its own copy."""
-    from spuraudit.ui.create import create_project
+    from spuraudit.create import create_project
 
     base = tmp_path_factory.mktemp("earlier")
     data = _imagefolder(base / "data")
@@ -149,7 +149,7 @@ def _zip_file(world: World, entries: dict[str, bytes], name: str = "upload.zip",
 @bad_input("images", "An ImageFolder whose class folder holds a symbolic link to an image outside the dataset.",
            "The link is listed as skipped (not followed); the file it points at is never read or shown.")
 def test_symlinked_image_is_not_followed(world):
-    from spuraudit.ui.create import preview_dataset
+    from spuraudit.create import preview_dataset
 
     (world.data / "red" / "link.png").symlink_to(world.secret)
     preview = preview_dataset(world.data)
@@ -161,7 +161,7 @@ def test_symlinked_image_is_not_followed(world):
 @bad_input("datasets", "An ImageFolder whose class folder is a symbolic link to a folder outside the data root.",
            "Its images are skipped as outside the dataset once links are resolved; none is read or shown.")
 def test_symlinked_class_folder_is_not_followed(world):
-    from spuraudit.ui.create import preview_dataset
+    from spuraudit.create import preview_dataset
 
     (world.data / "blue").symlink_to(world.outside, target_is_directory=True)
     preview = preview_dataset(world.data)

@@ -329,6 +329,11 @@ def detect_layout(path: str | Path) -> DatasetLayout:
             return DatasetLayout("imagefolder", folder, tuple(SPLIT_NAMES[d.name.lower()] for d in split_dirs))
     elif dirs and any(_has_images(d) for d in dirs):
         return DatasetLayout("imagefolder", folder)
+    if folder != path and any(e.is_file() and is_image_file(e) for e in entries):
+        raise DatasetError(
+            f"{path}: holds one class folder ({folder.name!r}) with images; a classification dataset needs at "
+            "least 2 classes. Add a folder per class next to it."
+        )
     raise DatasetError(
         f"{folder}: found no dataset here. Expected <class>/<image> folders (optionally under train/ val/ test/), "
         f"a CSV manifest with path and label columns, or Waterbirds' metadata.csv. Found: "

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import os
 from pathlib import Path
 from typing import Callable
 
@@ -15,6 +16,23 @@ SPLIT_NAMES = {"train": "train", "training": "train", "val": "val", "valid": "va
 
 def _class_dirs(folder: Path) -> list[Path]:
     return sorted(p for p in folder.iterdir() if p.is_dir() and not p.name.startswith("."))
+
+
+def undecodable_name(path: Path) -> str | None:
+    """Why a file name cannot be used, or None. On Linux a name that is not UTF-8 arrives with
+    surrogate escapes; it cannot be written to the dataset table or shown, so the file is skipped."""
+    try:
+        str(path).encode("utf-8")
+    except UnicodeEncodeError:
+        raw = os.fsencode(path.name)
+        return (f"the name {raw!r} is not UTF-8 text; rename it to UTF-8 (e.g. `convmv -f latin1 -t utf8 "
+                f"--notest` in its folder) to include it")
+    return None
+
+
+def _hidden(path: Path, top: Path) -> bool:
+    """A dotfile, or a file under a dot-folder below `top` (.git, .ipynb_checkpoints, macOS ._ files)."""
+    return any(part.startswith(".") for part in path.relative_to(top).parts)
 
 
 def read_imagefolder(
@@ -42,22 +60,34 @@ def read_imagefolder(
     skipped: list[tuple[str, str]] = []
     for split, folder in layout:
         for cdir in _class_dirs(folder):
+            bad_folder = undecodable_name(cdir)
             for f in sorted(cdir.rglob("*")):
+                if _hidden(f, cdir):
+                    continue
+                shown = repr(os.fsencode(f)) if bad_folder or undecodable_name(f) else str(f)
                 if f.is_symlink():
-                    skipped.append((str(f), "symbolic link (not followed)"))
+                    skipped.append((shown, "symbolic link (not followed)"))
                 elif f.is_file():
+                    bad_name = bad_folder or undecodable_name(f)
                     resolved = f.resolve()
-                    if inside not in resolved.parents:  # reached through a linked folder: not this dataset's
-                        skipped.append((str(f), f"outside {root} once links are resolved (not followed)"))
+                    if bad_name:
+                        skipped.append((shown, bad_name))
+                    elif inside not in resolved.parents:  # reached through a linked folder: not this dataset's
+                        skipped.append((shown, f"outside {root} once links are resolved (not followed)"))
                     elif is_image_file(f):
                         found.append((split, cdir.name, str(resolved)))
-                    elif not f.name.startswith("."):
-                        skipped.append((str(f), "not an image file (by extension)"))
+                    else:
+                        skipped.append((shown, "not an image file (by extension)"))
     if not found:
         raise DatasetError(
             f"{root}: found no images. Expected {root}/<class>/<image>.png (or train/ val/ test/ on top)."
         )
     names = sorted({c for _, c, _ in found})
+    if class_names is None and len(names) < 2:
+        raise DatasetError(
+            f"{root}: has one class ({names[0]!r}); a classification dataset needs at least 2 class folders "
+            f"with images, e.g. {root}/<class>/<image>.png for each class."
+        )
     if class_names is not None:
         unknown = sorted(set(names) - set(class_names))
         if unknown:

@@ -7,7 +7,7 @@ from pathlib import Path
 
 import numpy as np
 import torch
-from PIL import Image
+from PIL import Image, ImageOps
 
 IMAGE_EXTENSIONS = {".png", ".jpg", ".jpeg", ".bmp", ".gif", ".webp", ".tif", ".tiff"}
 
@@ -17,7 +17,27 @@ warnings.simplefilter("error", Image.DecompressionBombWarning)
 
 
 def is_image_file(path: str | Path) -> bool:
-    return Path(path).suffix.lower() in IMAGE_EXTENSIONS
+    """An image by its extension; dotfiles (`.hidden.jpg`, macOS `._x.jpg`) are not."""
+    path = Path(path)
+    return not path.name.startswith(".") and path.suffix.lower() in IMAGE_EXTENSIONS
+
+
+def to_rgb(im: Image.Image) -> Image.Image:
+    """RGB in the orientation a viewer shows (EXIF rotation applied), 16-bit and float images scaled to 8 bits.
+
+    PIL's own `convert("RGB")` clips 16-bit values at 255, which turns most 16-bit photos white.
+    """
+    im = ImageOps.exif_transpose(im)
+    if im.mode in ("I;16", "I;16B", "I;16L", "I;16N", "I", "F"):
+        arr = np.asarray(im, dtype=np.float64)
+        in_16_bits = arr.size and arr.min() >= 0 and arr.max() <= 65535
+        if im.mode.startswith("I;16") or (in_16_bits and arr.max() > 255):
+            arr = arr / 257.0  # 0..65535 -> 0..255
+        elif arr.size and (arr.max() > 255 or arr.min() < 0):
+            low, high = float(arr.min()), float(arr.max())  # 32-bit data of unknown range: stretch it
+            arr = (arr - low) * (255.0 / (high - low)) if high > low else np.zeros_like(arr)
+        im = Image.fromarray(np.clip(np.rint(arr), 0, 255).astype(np.uint8), mode="L")
+    return im.convert("RGB")
 
 
 def check_image(path: str | Path) -> str | None:
@@ -37,7 +57,7 @@ def check_image(path: str | Path) -> str | None:
 def load_rgb(path: str | Path, size: tuple[int, int] | None = None) -> Image.Image:
     """Open as RGB, resized to `size` = (H, W) when given (the whole image, no crop)."""
     with Image.open(path) as im:
-        im = im.convert("RGB")
+        im = to_rgb(im)
         if size is not None and im.size != (size[1], size[0]):
             im = im.resize((size[1], size[0]), Image.BILINEAR)
         return im

@@ -8,7 +8,7 @@ import pandas as pd
 
 from .. import paths
 from .images import check_image
-from .table import DatasetError, ImageTable
+from .table import DatasetError, ImageTable, check_labels_present, drop_duplicate_rows
 
 PATH_COLUMNS = ("path", "filepath", "file", "image", "img_filename", "filename")
 LABEL_COLUMNS = ("label", "class", "y", "target")
@@ -83,6 +83,7 @@ def read_manifest(
         raise DatasetError(f"{csv_path}: group columns {missing} are not in the file ({list(df.columns)}).")
 
     raw_labels = df[label_col].str.strip()
+    check_labels_present(raw_labels.tolist(), str(csv_path))
     if class_names is None:
         if raw_labels.str.fullmatch(r"-?\d+").all():
             n = int(raw_labels.astype(int).max()) + 1
@@ -91,7 +92,7 @@ def read_manifest(
             class_names = sorted(set(raw_labels))
     name_index = {c: i for i, c in enumerate(class_names)}
 
-    rows, skipped = [], []
+    rows, lines, skipped = [], [], []
     for i, rec in enumerate(df.to_dict("records")):
         line = i + 2  # header is line 1
         label_text = rec[label_col].strip()
@@ -128,6 +129,9 @@ def read_manifest(
         for g in group_columns:
             row[g] = rec[g]
         rows.append(row)
+        lines.append(line)
+    rows, repeated = drop_duplicate_rows(rows, lines, str(csv_path))
+    skipped += repeated
     if not rows:
         raise DatasetError(f"{csv_path}: none of the {len(df)} listed images could be used.")
     frame = pd.DataFrame(rows)

@@ -22,6 +22,48 @@ class DatasetError(ValueError):
     """Bad dataset input; the message names the file or row and what to do."""
 
 
+# Label cells that spreadsheets and pandas write for "no value": never a class name.
+MISSING_LABELS = {"", "nan", "na", "n/a", "null", "none", "<na>"}
+
+
+def _lines(numbers: list[int], limit: int = 10) -> str:
+    shown = ", ".join(str(n) for n in numbers[:limit])
+    return shown + (f" and {len(numbers) - limit} more" if len(numbers) > limit else "")
+
+
+def check_labels_present(labels: list[str], source: str) -> None:
+    """Refuse empty or NaN-like label cells (they would become classes '' and 'NaN'), naming their lines.
+
+    `labels[i]` is the cell of data row i (line i + 2 of a CSV with a header)."""
+    missing = [i + 2 for i, text in enumerate(labels) if str(text).strip().lower() in MISSING_LABELS]
+    if missing:
+        raise DatasetError(
+            f"{source}: line(s) {_lines(missing)} have no label (empty or NaN). Give every row its class, "
+            "or remove the rows."
+        )
+
+
+def drop_duplicate_rows(rows: list[dict], lines: list[int], source: str) -> tuple[list[dict], list[tuple[str, str]]]:
+    """Rows listing the same image twice: the same label again is dropped (and reported in `skipped`);
+    a different label is refused, naming both lines, since either label could be the wrong one."""
+    first: dict[str, tuple[int, dict]] = {}
+    kept, skipped = [], []
+    for row, line in zip(rows, lines):
+        seen = first.get(row["path"])
+        if seen is None:
+            first[row["path"]] = (line, row)
+            kept.append(row)
+        elif seen[1]["label"] != row["label"] or seen[1]["split"] != row["split"]:
+            raise DatasetError(
+                f"{source}: lines {seen[0]} and {line} list the same image {row['path']} with different "
+                f"labels or splits ({seen[1]['label']}/{seen[1]['split']} vs {row['label']}/{row['split']}). "
+                "Keep one row per image."
+            )
+        else:
+            skipped.append((row["path"], f"listed again on line {line} (same as line {seen[0]}); counted once"))
+    return kept, skipped
+
+
 @dataclass
 class ImageTable:
     """Images of a dataset.

@@ -12,8 +12,10 @@ Statuses: queued -> running -> done | failed | cancelled (queued -> cancelled di
 from __future__ import annotations
 
 import json
+import os
 import shutil
 import sqlite3
+import sys
 from collections.abc import Callable, Iterable, Iterator
 from contextlib import contextmanager
 from pathlib import Path
@@ -87,6 +89,40 @@ class JobQueue:
 
     # ---- connections -----------------------------------------------------------------------------
     def _connect(self) -> sqlite3.Connection:
+        """A connection to a usable database: a deleted, emptied or damaged file is first recreated
+        (see `_recover`), so every caller either works or gets a clear error, never "no such table"."""
+        if not self.db_path.exists():
+            self._recover("the job database was missing (deleted?)")
+        try:
+            conn = self._open()
+            try:
+                conn.execute("SELECT 1 FROM jobs LIMIT 0")
+            except BaseException:
+                conn.close()
+                raise
+            return conn
+        except sqlite3.DatabaseError as exc:
+            if not _is_damage(exc):
+                raise
+            self._recover(f"the job database could not be used ({exc})")
+        return self._open()
+
+    def _problem(self) -> str | None:
+        """Why the file is not a usable job database (missing table, not SQLite, damaged), or None.
+        A busy database is not a problem here: that error goes to the caller."""
+        try:
+            conn = self._open()
+            try:
+                conn.execute("SELECT 1 FROM jobs LIMIT 0")
+            finally:
+                conn.close()
+        except sqlite3.DatabaseError as exc:
+            if not _is_damage(exc):
+                raise
+            return str(exc)
+        return None
+
+    def _open(self) -> sqlite3.Connection:
         # isolation_level=None: no implicit transactions; every write below opens its own explicitly.
         conn = sqlite3.connect(self.db_path, timeout=BUSY_TIMEOUT_S, isolation_level=None)
         conn.row_factory = sqlite3.Row
@@ -121,7 +157,18 @@ class JobQueue:
         # Pages build a JobQueue on every refresh; set the file up once per process, not each time.
         if self.db_path in _READY and self.db_path.exists():
             return
-        conn = self._connect()
+        if not self.db_path.exists() and self._high_water() > 0:
+            self._recover("the job database was missing (deleted?)")
+            return
+        try:
+            self._create_schema()
+        except sqlite3.DatabaseError as exc:
+            if not _is_damage(exc):
+                raise
+            self._recover(f"the job database could not be used ({exc})")
+
+    def _create_schema(self) -> None:
+        conn = self._open()
         try:
             # WAL lets the app read rows while a job writes progress; the mode is stored in the file.
             if conn.execute("PRAGMA journal_mode").fetchone()[0].lower() != "wal":
@@ -131,11 +178,123 @@ class JobQueue:
                     pass  # another process is switching it at this moment; the file ends up in WAL anyway
         finally:
             conn.close()
-        with self._tx() as conn:
+        conn = self._open()
+        try:
+            conn.execute("BEGIN IMMEDIATE")
             for statement in _SCHEMA.split(";"):
                 if statement.strip():
                     conn.execute(statement)
+            # Ids continue after the highest ever handed out, even in a recreated file: a new job never
+            # takes a lost job's id, nor its folder and log.
+            high = self._high_water()
+            seq = conn.execute("SELECT seq FROM sqlite_sequence WHERE name = 'jobs'").fetchone()
+            if seq is None:
+                conn.execute("INSERT INTO sqlite_sequence (name, seq) VALUES ('jobs', ?)", (high,))
+            elif seq[0] < high:
+                conn.execute("UPDATE sqlite_sequence SET seq = ? WHERE name = 'jobs'", (high,))
+            conn.execute("COMMIT")
+        finally:
+            conn.close()
         _READY.add(self.db_path)
+
+    # ---- a lost or damaged database -------------------------------------------------------------------
+    @property
+    def lost_path(self) -> Path:
+        """Notes on each time the database was lost and recreated (one line each, oldest first)."""
+        return self.jobs_dir / "lost.txt"
+
+    def lost_notes(self) -> list[str]:
+        try:
+            return self.lost_path.read_text(encoding="utf-8").splitlines()
+        except OSError:
+            return []
+
+    def reset_since(self, moment: str | None) -> bool:
+        """Whether the database was recreated at or after `moment` (a `utc_now` time; None: ever)."""
+        return any(moment is None or line.split(" ", 1)[0] >= moment for line in self.lost_notes())
+
+    def _high_water(self, folders: bool = True) -> int:
+        """The highest job id ever used here: the id file kept beside the job folders, or the folders."""
+        best = 0
+        try:
+            best = int((self.jobs_dir / _LAST_ID).read_text().strip() or 0)
+        except (OSError, ValueError):
+            pass
+        if not folders:
+            return best
+        try:
+            best = max([best] + [int(p.name) for p in self.jobs_dir.iterdir() if p.name.isdigit()])
+        except OSError:
+            pass
+        return best
+
+    def _note_id(self, job_id: int) -> None:
+        """Raise the kept high-water mark to `job_id` (under the lock, so it only ever grows)."""
+        try:
+            with _file_lock(self._lock_path):
+                if job_id > self._high_water(folders=False):
+                    _write_atomic(self.jobs_dir / _LAST_ID, f"{job_id}\n")
+        except OSError:
+            pass  # the job folders still bound the ids; a full disk must not stop a submit that worked
+
+    @property
+    def _lock_path(self) -> Path:
+        return self.jobs_dir / ".lock"
+
+    def _recover(self, reason: str) -> None:
+        """Recreate a missing, empty or damaged database with its schema, once, whichever process sees it
+        first. A damaged file is kept aside (`jobs.db.damaged-<time>`) rather than deleted; the jobs it
+        held are lost, which a line in `lost.txt` and on stderr says."""
+        with _file_lock(self._lock_path):
+            damaged = False
+            if self.db_path.exists():
+                problem = self._problem()
+                if problem is None:
+                    return  # another process recreated it meanwhile
+                damaged = "no such table" not in problem
+            now = utc_now()
+            stamp = now.replace(":", "").replace("-", "")[:15]
+            aside = None
+            if damaged:
+                aside = self.db_path.with_name(f"{self.db_path.name}.damaged-{stamp}")
+                os.replace(self.db_path, aside)
+            # A write-ahead log left by the lost file must not be replayed into the new one.
+            for suffix in ("-wal", "-shm"):
+                extra = self.db_path.with_name(self.db_path.name + suffix)
+                if aside is not None and extra.exists():
+                    os.replace(extra, aside.with_name(aside.name + suffix))
+                else:
+                    extra.unlink(missing_ok=True)
+            _READY.discard(self.db_path)
+            self._create_schema()
+            kept = f"; the damaged file is kept as {aside.name}" if aside else ""
+            line = (f"{now} {reason}: recreated {self.db_path.name} empty; jobs queued or running before "
+                    f"(ids up to {self._high_water()}) are lost from the list{kept}. New jobs start at id "
+                    f"{self._high_water() + 1}.")
+            if damaged or self._high_water() > 0:  # else nothing was ever in it
+                _append_line(self.lost_path, line)
+                print(f"spuraudit jobs: {line}", file=sys.stderr, flush=True)
+
+    def restore_if_lost(self, job: Job, note: str) -> bool:
+        """Put back the row of a running job that vanished because the database was recreated meanwhile
+        (a running job cannot be deleted, so a missing row means the file was lost). Returns whether
+        the row is there now, restored or not; False when it was not lost in a reset."""
+        with self._read() as conn:
+            if conn.execute("SELECT 1 FROM jobs WHERE id = ?", (int(job.id),)).fetchone():
+                return True
+        if not self.reset_since(job.started or job.created):
+            return False
+        now = utc_now()
+        with self._tx() as conn:
+            conn.execute(
+                "INSERT OR IGNORE INTO jobs (id, kind, target, title, params, status, progress, message, created,"
+                " started, worker_pid, runner_pid, heartbeat, log_path)"
+                " VALUES (?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?)",
+                (int(job.id), job.kind, job.target, job.title, json.dumps(job.params), RUNNING, job.progress, note,
+                 job.created, job.started or now, job.worker_pid, job.runner_pid, now, job.log_path))
+        if job.log_path:
+            _append_line(job.log_path, f"{now} {note}")
+        return True
 
     # ---- submitting and reading -----------------------------------------------------------------
     def submit(self, kind: str, params: dict[str, Any] | None = None, title: str | None = None) -> int:
@@ -151,7 +310,9 @@ class JobQueue:
             cur = conn.execute(
                 "INSERT INTO jobs (kind, target, title, params, status, created) VALUES (?, ?, ?, ?, ?, ?)",
                 (kind, target, title, encoded, QUEUED, utc_now()))
-            return int(cur.lastrowid)
+            job_id = int(cur.lastrowid)
+        self._note_id(job_id)
+        return job_id
 
     def get(self, job_id: int) -> Job:
         """The job's current row; KeyError when there is no such job."""
@@ -292,7 +453,11 @@ class JobQueue:
         """Whether someone asked to cancel the job (or it is no longer running at all)."""
         with self._read() as conn:
             row = conn.execute("SELECT status, cancel_requested FROM jobs WHERE id = ?", (int(job_id),)).fetchone()
-        return row is None or bool(row["cancel_requested"]) or row["status"] != RUNNING
+        if row is None:
+            # A running job's row cannot be deleted; gone after the file was recreated, its worker puts
+            # it back (`restore_if_lost`), so that is no reason to stop.
+            return not self.reset_since(None)
+        return bool(row["cancel_requested"]) or row["status"] != RUNNING
 
     def retry(self, job_id: int) -> int:
         """Submit a finished job's kind, params and title again as a new job; returns the new id."""
@@ -303,7 +468,9 @@ class JobQueue:
             cur = conn.execute(
                 "INSERT INTO jobs (kind, target, title, params, status, created) VALUES (?, ?, ?, ?, ?, ?)",
                 (job.kind, job.target, job.title, json.dumps(job.params), QUEUED, utc_now()))
-            return int(cur.lastrowid)
+            new_id = int(cur.lastrowid)
+        self._note_id(new_id)
+        return new_id
 
     def delete(self, job_id: int) -> bool:
         """Remove a job that is not running, and its folder; False when there was no such job."""
@@ -430,3 +597,39 @@ def _append_line(path: str | Path, line: str) -> None:
             fh.write(line.rstrip("\n") + "\n")
     except OSError:
         pass  # the log is a convenience; never fail a state change over it
+
+
+_LAST_ID = "last-id"
+# Errors that mean the file is not (or no longer) a job database, as opposed to a busy one.
+_DAMAGE = ("no such table", "not a database", "malformed", "disk image", "file is encrypted")
+
+
+def _is_damage(exc: sqlite3.DatabaseError) -> bool:
+    return any(text in str(exc).lower() for text in _DAMAGE)
+
+
+@contextmanager
+def _file_lock(path: Path) -> Iterator[None]:
+    """An exclusive lock between processes (fcntl.flock on a side file; a no-op where there is none)."""
+    path.parent.mkdir(parents=True, exist_ok=True)
+    with open(path, "a") as fh:
+        try:
+            import fcntl
+        except ImportError:  # pragma: no cover - Windows
+            yield
+            return
+        fcntl.flock(fh, fcntl.LOCK_EX)
+        try:
+            yield
+        finally:
+            fcntl.flock(fh, fcntl.LOCK_UN)
+
+
+def _write_atomic(path: Path, text: str) -> None:
+    path.parent.mkdir(parents=True, exist_ok=True)
+    tmp = path.with_name(f".{path.name}.{os.getpid()}.tmp")
+    try:
+        tmp.write_text(text)
+        os.replace(tmp, path)
+    finally:
+        tmp.unlink(missing_ok=True)

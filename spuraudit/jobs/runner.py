@@ -13,7 +13,9 @@ the outcome into the row itself: the result (done), the full traceback (failed),
 from __future__ import annotations
 
 import argparse
+import errno
 import faulthandler
+import io
 import json
 import os
 import signal
@@ -29,6 +31,7 @@ from .job import RUNNING
 from .queue import JobQueue
 
 EXIT_DONE, EXIT_FAILED, EXIT_CANCELLED = 0, 1, 2
+FAILED_PREFIX = "job failed: "  # the log line that carries a failure's one-line message
 _WATCH_INTERVAL_S = 0.2
 _ORPHAN_GRACE_S = 10.0  # after this, an orphaned job that ignores SIGTERM is killed outright
 
@@ -91,7 +94,7 @@ def run_job(db_path: str | Path, job_id: int, parent_pid: int | None = None,
             json.dumps(result)
         except (TypeError, ValueError) as exc:
             raise TypeError(f"the job returned a result that is not JSON-able: {exc}") from exc
-        queue.finish(job.id, result)
+        _report(queue, job, lambda: queue.finish(job.id, result))
         ctx.log("done")
         return EXIT_DONE
     except JobCancelled:
@@ -115,10 +118,42 @@ def run_job(db_path: str | Path, job_id: int, parent_pid: int | None = None,
         text = traceback.format_exc()
         _safe(ctx.flush)
         _safe(lambda: ctx.log(text))
-        queue.fail(job.id, text, message=f"{type(exc).__name__}: {exc}")
+        message = _one_line(exc)
+        print(f"{FAILED_PREFIX}{message}", flush=True)  # in the log, for the worker if the row cannot be written
+        _report(queue, job, lambda: queue.fail(job.id, text, message=message))
         return EXIT_FAILED
     finally:
         state.stop.set()
+
+
+def _report(queue: JobQueue, job, write) -> None:
+    """Write the outcome; if the row vanished because the database was recreated, put it back first so
+    the outcome is not lost."""
+    if not write() and queue.restore_if_lost(job, "the job database was lost while this job ran; its row "
+                                                    "was restored by its job process"):
+        write()
+
+
+def _one_line(exc: BaseException) -> str:
+    """The row's message for a failure: a full disk says so and names the file."""
+    if isinstance(exc, OSError) and exc.errno in (errno.ENOSPC, errno.EFBIG, getattr(errno, "EDQUOT", errno.ENOSPC)):
+        where = exc.filename or _file_being_written(exc) or "a file"
+        return f"disk full while writing {where} ({exc.strerror}); free some space and run the job again"
+    return f"{type(exc).__name__}: {exc}"
+
+
+def _file_being_written(exc: BaseException) -> str | None:
+    """The name of the innermost open file for writing in the failure's traceback (a write to an open
+    file raises an OSError without a file name)."""
+    found = None
+    tb = exc.__traceback__
+    while tb is not None:
+        for value in tb.tb_frame.f_locals.values():
+            if isinstance(value, io.IOBase) and isinstance(getattr(value, "name", None), str) \
+                    and any(m in getattr(value, "mode", "") for m in "wax+"):
+                found = value.name
+        tb = tb.tb_next
+    return found
 
 
 def _cancel_was_requested(queue: JobQueue, job_id: int) -> bool:

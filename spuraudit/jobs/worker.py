@@ -20,6 +20,7 @@ import subprocess
 import sys
 import threading
 import time
+from dataclasses import replace
 from pathlib import Path
 from typing import Any
 
@@ -27,6 +28,7 @@ from .. import paths
 from ..atomic import clean_stale_temp
 from .job import CANCELLED, RUNNING, Job
 from .queue import JobQueue
+from .runner import FAILED_PREFIX
 from .util import child_env, kill_group, python_executable, signal_name, utc_now
 
 HEARTBEAT_EVERY_S = 2.0
@@ -122,6 +124,7 @@ def run_claimed(queue: JobQueue, job: Job, worker_pid: int, stop: threading.Even
         queue.fail(job.id, f"could not start the job process: {exc}", message="could not start")
         return queue.get(job.id).status
     queue.set_runner(job.id, proc.pid, log_path)
+    job = replace(job, runner_pid=proc.pid, log_path=str(log_path))  # what a restored row must hold
 
     reason: str | None = None  # why the worker is stopping the child, once it is
     stopping_since = 0.0
@@ -138,7 +141,7 @@ def run_claimed(queue: JobQueue, job: Job, worker_pid: int, stop: threading.Even
             if now - last_beat >= HEARTBEAT_EVERY_S:
                 queue.touch_worker(worker_pid, job.id)
                 last_beat = now
-            found, ended = _stop_reason(queue, job.id, stop) if reason is None else (None, False)
+            found, ended = _stop_reason(queue, job, stop) if reason is None else (None, False)
         except sqlite3.OperationalError as exc:
             # A database locked for longer than the busy timeout must not kill the worker (and orphan
             # the job); try again on the next tick.
@@ -162,16 +165,23 @@ def run_claimed(queue: JobQueue, job: Job, worker_pid: int, stop: threading.Even
     if reason is not None:
         # Processes the job started in its group may outlive it; they are part of what was stopped.
         kill_group(proc.pid, signal.SIGKILL)
-    return _settle(queue, job.id, returncode, reason)
+    return _settle(queue, job, returncode, reason)
 
 
-def _stop_reason(queue: JobQueue, job_id: int, stop: threading.Event) -> tuple[str | None, bool]:
+LOST_NOTE = "the job database was lost while this job ran; its row was restored by its worker"
+
+
+def _stop_reason(queue: JobQueue, job: Job, stop: threading.Event) -> tuple[str | None, bool]:
     """Why the job's process should be stopped (None: it should not), and whether its row has ended."""
     if stop.is_set():
         return "worker stopped", False
+    job_id = job.id
     try:
         row = queue.get(job_id)
     except KeyError:
+        if queue.restore_if_lost(job, LOST_NOTE):
+            _say(f"job {job_id}: {LOST_NOTE}")
+            return None, False
         return "job deleted", False
     if row.status != RUNNING:
         return f"job is {row.status}", True
@@ -180,12 +190,15 @@ def _stop_reason(queue: JobQueue, job_id: int, stop: threading.Event) -> tuple[s
     return None, False
 
 
-def _settle(queue: JobQueue, job_id: int, returncode: int, reason: str | None) -> str:
+def _settle(queue: JobQueue, job: Job, returncode: int, reason: str | None) -> str:
     """Give the row its final status when the child did not write one itself."""
+    job_id = job.id
     try:
         row = queue.get(job_id)
     except KeyError:
-        return "deleted"
+        if not queue.restore_if_lost(job, LOST_NOTE):
+            return "deleted"
+        row = queue.get(job_id)
     if row.status == RUNNING:
         if reason == "cancelled":
             queue.mark_cancelled(job_id)
@@ -193,9 +206,11 @@ def _settle(queue: JobQueue, job_id: int, returncode: int, reason: str | None) -
             queue.fail(job_id, "the worker was stopped while the job ran", message="stopped")
         else:
             tail = row.log_tail(40)
+            said = [ln[len(FAILED_PREFIX):] for ln in tail.splitlines() if ln.startswith(FAILED_PREFIX)]
             queue.fail(job_id, f"the job process ended ({signal_name(returncode)}) without reporting a result"
                                + (f"\n\nlast lines of its log:\n{tail}" if tail else ""),
-                       message=f"job process ended ({signal_name(returncode)})")
+                       message=(f"{said[-1]} (the job process could not record this itself)" if said
+                                else f"job process ended ({signal_name(returncode)})"))
         row = queue.get(job_id)
     _say(f"job {job_id}: {row.status}" + (f" ({row.message})" if row.status != CANCELLED and row.message else ""))
     return row.status

@@ -17,6 +17,7 @@ from __future__ import annotations
 import csv
 import hashlib
 import io
+import json
 import re
 from collections import Counter
 from dataclasses import dataclass, field
@@ -96,14 +97,48 @@ def _read_bytes(source: CsvSource) -> tuple[bytes, str]:
         raise SalientCSVError(str(path), f"cannot be read ({err.strerror or err}).") from None
 
 
+# No index or rank has more digits than this; a longer number is an error, not a huge value (Python
+# refuses to parse integers of over 4,300 digits, and SQLite stores at most 64 bits).
+_MAX_DIGITS = 18
+
+
+def _shown(text: str, limit: int = 40) -> str:
+    return repr(text) if len(text) <= limit else f"{text[:limit]!r}... ({len(text)} characters)"
+
+
 def _parse_int(text: str, column: str, name: str, row: int, pattern: re.Pattern[str] = _INTEGER) -> int:
     value = text.strip()
     if not pattern.fullmatch(value):
-        raise SalientCSVError(name, f"{column} {text!r} is not a whole number.", row)
-    return int(float(value)) if "." in value else int(value)
+        raise SalientCSVError(name, f"{column} {_shown(text)} is not a whole number.", row)
+    whole = value.split(".")[0].lstrip("+-").lstrip("0")
+    if len(whole) > _MAX_DIGITS:
+        raise SalientCSVError(
+            name, f"{column} {_shown(text)} has {len(whole)} digits; an index has at most {_MAX_DIGITS}. "
+                  "Correct the cell or remove the row.", row)
+    return int(value.split(".")[0])
+
+
+# A spreadsheet runs a cell that starts with one of these as a formula (`=HYPERLINK(...)`, `@cmd|...`,
+# `+1+1`). Exports prefix such cells with an apostrophe, which spreadsheets show as text; imports drop it.
+_FORMULA_STARTS = ("=", "+", "-", "@", "\t", "\r")
+
+
+def escape_cell(text: str) -> str:
+    """A cell as written to a CSV export: text that a spreadsheet would run as a formula gets a leading `'`."""
+    return "'" + text if text.startswith(_FORMULA_STARTS) or _escaped(text) else text
+
+
+def unescape_cell(text: str) -> str:
+    """The cell as it was before `escape_cell`."""
+    return text[1:] if _escaped(text) else text
+
+
+def _escaped(text: str) -> bool:
+    return text.startswith("'") and (text[1:].startswith(_FORMULA_STARTS) or _escaped(text[1:]))
 
 
 def _parse_row(cells: dict[str, str], name: str, row: int, num_classes: int, num_features: int) -> NewVote:
+    cells = {column: unescape_cell(text) for column, text in cells.items()}
     worker = cells[WORKER].strip()
     if not worker:
         raise SalientCSVError(name, f"{WORKER} is empty.", row)
@@ -170,11 +205,26 @@ def _check_header(header: list[str], name: str) -> list[str]:
 
 
 def read_salient_csv(source: CsvSource, num_classes: int, num_features: int) -> tuple[list[NewVote], str, str]:
-    """Check a whole vote file and return (votes, name, sha256 of its bytes); writes nothing.
+    """Check a whole vote file and return (votes, name, sha256 of its content); writes nothing.
 
     Accepts a UTF-8 file with or without a byte order mark and with LF or CRLF line endings.
-    Blank lines are skipped (they still count when numbering rows).
+    Blank lines are skipped (they still count when numbering rows). The hash is of the vote rows, not
+    the bytes, so the same votes saved again with another line ending or a BOM hash the same.
     """
+    votes, name, _ = _read_checked(source, num_classes, num_features)
+    return votes, name, content_digest(votes)
+
+
+def content_digest(votes: list[NewVote]) -> str:
+    """sha256 of the votes' cells, one JSON list per row: what a file says, whatever its bytes."""
+    h = hashlib.sha256()
+    for vote in votes:
+        h.update(json.dumps(list(vote.source_row or ()), ensure_ascii=False).encode("utf-8") + b"\n")
+    return h.hexdigest()
+
+
+def _read_checked(source: CsvSource, num_classes: int, num_features: int) -> tuple[list[NewVote], str, str]:
+    """(votes, name, sha256 of the bytes)."""
     if num_classes < 1 or num_features < 1:
         raise ValueError(f"num_classes and num_features must be positive; got {num_classes}, {num_features}.")
     data, name = _read_bytes(source)
@@ -212,16 +262,18 @@ def import_salient_csv(store: LabelStore, path: CsvSource, num_classes: int, num
     """Add every vote of a Salient ImageNet vote file to `store`, in one transaction.
 
     `num_classes` and `num_features` come from the project's model and bound the indices.
-    Importing a file whose exact content was imported before is refused unless
-    `allow_duplicate=True`, since it would count every worker's vote twice in the export.
+    Importing votes that were imported before (the same rows, whatever the line endings or BOM) is
+    refused unless `allow_duplicate=True`, since it would count every worker's vote twice in the export.
     """
-    votes, name, digest = read_salient_csv(path, num_classes, num_features)
+    votes, name, bytes_digest = _read_checked(path, num_classes, num_features)
+    digest = content_digest(votes)
     if not votes:
         return ImportReport(path=name, n_votes=0, n_pairs=0, n_classes=0, n_workers=0,
                             answers=dict.fromkeys(ANSWERS, 0), import_id=None,
                             warnings=("the file holds no votes; nothing was imported.",))
     if not allow_duplicate:
-        earlier = store.find_import(digest)
+        # Files imported by earlier versions are recorded by the hash of their bytes.
+        earlier = store.find_import(digest) or store.find_import(bytes_digest)
         if earlier is not None:
             raise SalientCSVError(
                 name, f"the same file was already imported on {earlier['imported']} "
@@ -274,12 +326,13 @@ def export_salient_csv(store: LabelStore, path_or_buffer: CsvTarget, *, lineterm
     """Write the human votes as a Salient ImageNet vote file; returns the number of vote rows.
 
     A path is written atomically; an open buffer (text, or binary as UTF-8) is written to as is.
+    Cells a spreadsheet would run as formulas are written with a leading apostrophe (see `escape_cell`).
     """
     rows = salient_rows(store)
     buffer = io.StringIO(newline="")
     writer = csv.writer(buffer, lineterminator=lineterminator)
     writer.writerow(SALIENT_COLUMNS)
-    writer.writerows(rows)
+    writer.writerows([escape_cell(cell) for cell in row] for row in rows)
     if isinstance(path_or_buffer, (io.RawIOBase, io.BufferedIOBase)):
         path_or_buffer.write(buffer.getvalue().encode("utf-8"))  # e.g. io.BytesIO for a download
     elif hasattr(path_or_buffer, "write"):

@@ -12,10 +12,11 @@ can be audited and compared like any other.
 
 from __future__ import annotations
 
+import shutil
 import uuid
 from pathlib import Path
 
-from ..features import extract_features
+from ..features import extract_features, store_key
 from ..modelio import ModelCard, save_model, weights_hash
 from ..modelio.card import CARD_FILE
 from ..project import Project
@@ -82,6 +83,19 @@ def run_mitigation(
     result = mitigation.run(project, parent_folder, resolved, stage(progress, 0.0, 0.8))
     model = result.model.cpu().eval()
     report = stage(progress, 0.8, 0.98)
+    # A store this run adds is removed again if the run fails before its model folder exists.
+    new_store = project.folder / "features" / store_key(weights_hash(model), project.table, parent_card.input_size)
+    store_was_there = new_store.exists()
+    try:
+        return _finish(project, mitigation, result, model, folder, parent_folder, parent_card, report, progress)
+    except BaseException:
+        if not store_was_there and not (folder / CARD_FILE).exists():
+            shutil.rmtree(new_store, ignore_errors=True)
+        raise
+
+
+def _finish(project, mitigation, result, model, folder, parent_folder, parent_card, report, progress) -> Path:
+    """The new model's features, card and folder (the second half of `run_mitigation`)."""
     if result.head_only:
         from .data import parent_store
 

@@ -1,12 +1,25 @@
-"""Shared page controls: the split / image-set pickers and the cached evidence."""
+"""Shared page controls: the split / image-set pickers, the cached evidence, and user text made safe to show."""
 
 from __future__ import annotations
+
+import re
 
 import streamlit as st
 
 from ..audit import IMAGE_SET_HELP, Audit
 from ..project import Project
 from .state import load_model
+
+
+# Every ASCII punctuation mark Markdown (and Streamlit's extensions: `:red[...]`, `$math$`, emoji
+# shortcodes) gives a meaning to; a backslash before each makes it show as itself.
+_MARKDOWN_MARKS = re.compile(r"([\\`*_{}\[\]()<>#+\-.!|~:$&=\"'^])")
+
+
+def plain(text) -> str:
+    """User text (a project, class or annotator name) for Markdown, captions and titles: shown exactly as
+    typed, never as formatting, a link or an image the browser would fetch (`![](http://...)`)."""
+    return _MARKDOWN_MARKS.sub(r"\\\1", " ".join(str(text).split()))
 
 
 def split_picker(audit: Audit, key: str = "split") -> str | None:
