@@ -7,7 +7,7 @@ percentage points, AUROC is a fraction. See the methods reference, sections 2, 5
 from __future__ import annotations
 
 from .bootstrap import bootstrap_gap_ci, bootstrap_mean_ci, bootstrap_pooled_gap_ci
-from .gaps import GapResult, clamped_k, feature_gap, feature_gaps, spurious_gap
+from .gaps import GapResult, clamped_k, feature_gap, feature_gaps, spurious_gap, triage_gaps
 from .importance import (
     IMAGE_SET_MODES,
     ImageSetMode,
@@ -15,7 +15,9 @@ from .importance import (
     empty_image_sets,
     image_set_mask,
     image_set_sizes,
+    importance_from_means,
     top_features,
+    top_k,
     top_images,
 )
 from .metrics import (
@@ -26,7 +28,14 @@ from .metrics import (
     per_class_accuracy,
     worst_group_accuracy,
 )
-from .spuriosity import SpuriosityStats, fit_spuriosity_stats, spuriosity, spuriosity_ranking
+from .spuriosity import (
+    SpuriosityStats,
+    ascending_order,
+    fit_spuriosity_stats,
+    mean_zscore,
+    spuriosity,
+    spuriosity_ranking,
+)
 
 __all__ = [
     "IMAGE_SET_MODES",
@@ -34,6 +43,7 @@ __all__ = [
     "ImageSetMode",
     "SpuriosityStats",
     "accuracy",
+    "ascending_order",
     "auroc",
     "average_ranks",
     "bootstrap_gap_ci",
@@ -48,11 +58,15 @@ __all__ = [
     "group_accuracies",
     "image_set_mask",
     "image_set_sizes",
+    "importance_from_means",
+    "mean_zscore",
     "per_class_accuracy",
     "spuriosity",
     "spuriosity_ranking",
     "spurious_gap",
+    "triage_gaps",
     "top_features",
+    "top_k",
     "top_images",
     "worst_group_accuracy",
 ]
