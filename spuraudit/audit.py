@@ -204,9 +204,15 @@ class Audit:
 
     def ranking_ends(self, class_index: int, k: int, split: str | None = None
                      ) -> tuple[np.ndarray, np.ndarray]:
-        """(the k lowest-spuriosity images, lowest first; the k highest, highest first)."""
+        """(the k lowest-spuriosity images, lowest first; the k highest, highest first).
+
+        The ends of `ranking` without sorting the whole class: equal scores keep the ranking's order
+        (lower index lower), so the high end lists them from the higher index down.
+        """
         rows, scores = self.spuriosity_of_class(class_index, split)
-        return rows[analysis.top_k(scores, k, largest=False)], rows[analysis.top_k(scores, k, largest=True)]
+        low = analysis.top_k(scores, k, largest=False)
+        high = len(scores) - 1 - analysis.top_k(scores[::-1], k, largest=True)
+        return rows[low], rows[high]
 
     def gaps(self, split: str | None = None, k: int = 100, n_boot: int = 1000, seed: int = 0) -> GapReport:
         s = self.spuriosity(split)

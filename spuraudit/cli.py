@@ -190,6 +190,14 @@ def cmd_gaps(args):
     _emit(args, data, text)
 
 
+def cmd_verify(args):
+    from .verify import verify_dataset
+
+    report = verify_dataset(_project(args), args.model)
+    _emit(args, report.as_dict(), report.text())
+    return 0 if report.ok or report.baseline_recorded else 1
+
+
 def cmd_heatmaps(args):
     from .evidence import render_pair_files
 
@@ -425,6 +433,9 @@ def build_parser() -> argparse.ArgumentParser:
     sp = add("compare", cmd_compare, "the project's model and its mitigated models side by side", split=True)
     sp.add_argument("--models", nargs="*", help="model folders (default: every mitigated model of the project's)")
     sp.add_argument("-k", type=int, default=100, help="images per end of each ranking (clamped to n_c // 2)")
+
+    add("verify", cmd_verify, "check the images against the record kept when their features were extracted "
+        "(missing or changed files)")
 
     sp = add("worker", cmd_worker, "run background-job workers", project=False, json_out=False)
     sp.add_argument("--db", help="job database (default: <home>/jobs.db)")

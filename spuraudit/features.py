@@ -338,3 +338,29 @@ def write_store_index(root: str | Path, index: dict[str, str]) -> None:
         os.replace(tmp, root / STORE_INDEX)
     except OSError:
         pass  # read-only project: the lookup is simply repeated next time
+
+
+def write_store(folder: str | Path, n: int, head_weight: np.ndarray, head_bias: np.ndarray,
+                blocks: Iterable[tuple[np.ndarray, np.ndarray]], meta: dict | None = None,
+                paths: list[str] | None = None) -> FeatureStore:
+    """A complete store at `folder` from (features [b, D], logits [b, C]) blocks in row order.
+
+    For stores whose rows come from elsewhere than a model pass (synthetic benchmarks, imports);
+    written chunk by chunk like an extraction. Statistics are not built here (see `featurestats`).
+    """
+    folder = Path(folder)
+    folder.mkdir(parents=True, exist_ok=True)
+    head_weight = np.asarray(head_weight, dtype=np.float32)
+    np.save(folder / "head_weight.npy", head_weight)
+    np.save(folder / "head_bias.npy", np.asarray(head_bias, dtype=np.float32))
+    writer = _ChunkWriter(folder, n, head_weight.shape[1], head_weight.shape[0], paths)
+    for feats, logits in blocks:
+        writer.write(writer.rows_done, np.asarray(feats), np.asarray(logits))
+    if writer.rows_done != n:
+        raise ValueError(f"{folder}: blocks held {writer.rows_done} rows, expected {n}")
+    info = {"key": folder.name, "num_images": n, "num_features": int(head_weight.shape[1]),
+            "num_classes": int(head_weight.shape[0]), "feature_dtype": np.dtype(FEATURE_DTYPE).name,
+            **(meta or {})}
+    (folder / "meta.json").write_text(json.dumps(info, indent=1))
+    (folder / PROGRESS_FILE).unlink(missing_ok=True)
+    return FeatureStore.open(folder)
