@@ -15,7 +15,7 @@ import numpy as np
 import pandas as pd
 
 from . import analysis
-from .data.table import ImageTable
+from .data.table import ImageTable, table_identity
 from .features import FeatureStore
 from .featurestats import StoreStats, open_or_build_stats
 from .project import Project
@@ -68,7 +68,8 @@ class Audit:
     @cached_property
     def stats(self) -> StoreStats:
         """Per-class rows, means and stds of the store (computed once for stores made without them)."""
-        return open_or_build_stats(self.store, self.table, log=_log.warning)
+        return open_or_build_stats(self.store, table_identity(self.project.folder), lambda: self.table,
+                                   log=_log.warning)
 
     @cached_property
     def labels(self) -> np.ndarray:
@@ -153,9 +154,16 @@ class Audit:
         return pd.DataFrame(out, columns=["rank", "feature", "importance", "weight", "triage_gap", "label"])
 
     def _pair_labels(self) -> dict[tuple[int, int], str]:
-        if not self.project.labels_path.exists():
+        """(class, feature) -> label status; re-read only when the label database has changed."""
+        path = self.project.labels_path
+        if not path.exists():
             return {}
-        return {pair: lab.status for pair, lab in self.project.labels().labels().items()}
+        stamp = tuple((p.stat().st_mtime_ns, p.stat().st_size) if p.exists() else None
+                      for p in (path, path.with_name(path.name + "-wal")))
+        if getattr(self, "_pair_labels_cache", (None,))[0] != stamp:
+            labels = {pair: lab.status for pair, lab in self.project.labels().labels().items()}
+            self._pair_labels_cache = (stamp, labels)
+        return self._pair_labels_cache[1]
 
     def feature_images(self, class_index: int, feature: int, k: int = 8, split: str | None = None,
                        mode: str = "correct", largest: bool = True) -> np.ndarray:

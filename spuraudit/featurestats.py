@@ -264,19 +264,25 @@ class StoreStats:
         return mean, np.sqrt(np.maximum(second - mean ** 2, 0.0)), int(total)
 
 
-def open_or_build_stats(store, table, progress: Progress | None = None, log: Callable[[str], None] | None = None
-                        ) -> StoreStats:
-    """The store's statistics for `table`; computed once (and saved) when missing or made for another table."""
+def open_or_build_stats(store, table_id: str, load_table: Callable[[], object], progress: Progress | None = None,
+                        log: Callable[[str], None] | None = None) -> StoreStats:
+    """The store's statistics for the table whose identity is `table_id`.
+
+    Opening current statistics reads a few small files; only when they are missing (a store made by
+    an earlier version) or were made for another table is `load_table()` called and one pass over
+    the features made, and the result saved beside the store.
+    """
     path = Path(store.path) / STATS_DIR
     if (path / "stats.json").is_file():
         try:
             stats = StoreStats.open(path)
-            if stats.info.get("table") == table.content_hash() and stats.labels.shape[0] == len(table):
+            if stats.info.get("table") == table_id and stats.labels.shape[0] == store.features.shape[0]:
                 return stats
         except (ValueError, OSError, KeyError):
             pass
     if log:
         log(f"{store.path.name}: computing the per-class statistics once (one pass over the features)")
+    table = load_table()
     try:
         return StoreStats.open(build_stats(store, table, progress))
     except PermissionError:
