@@ -116,10 +116,10 @@ class Audit:
 
     def rows_of(self, rows: np.ndarray, columns: np.ndarray | None = None) -> np.ndarray:
         """float32 features of the given (ascending) rows, optionally only some columns."""
-        block = self.features[rows]  # one fancy read of the needed rows
-        if columns is not None:
-            block = block[:, columns]
-        return np.asarray(block, dtype=np.float32)
+        if columns is None:
+            return np.asarray(self.features[rows], dtype=np.float32)  # one fancy read of the rows
+        # rows x columns in one fancy read: measured faster on a memory map than rows then columns
+        return np.asarray(self.features[rows[:, None], np.asarray(columns)], dtype=np.float32)
 
     # ---- top features ----------------------------------------------------------------------
     def importance(self, split: str | None, mode: str = "correct") -> np.ndarray:
@@ -225,10 +225,12 @@ class Audit:
     def gaps(self, split: str | None = None, k: int = 100, n_boot: int = 1000, seed: int = 0) -> GapReport:
         s = self.spuriosity(split)
         result = analysis.spurious_gap(self.correct, s, self.labels, k=k, classes=sorted(self.spurious))
+        classes = list(result.per_class)
+        cis = analysis.bootstrap_gap_cis(self.correct, [result.high[c] for c in classes],
+                                         [result.low[c] for c in classes], n_boot=n_boot, seed=seed)
         rows = []
-        for c, gap in result.per_class.items():
-            hi, lo = result.high[c], result.low[c]
-            ci = analysis.bootstrap_gap_ci(self.correct, hi, lo, n_boot=n_boot, seed=seed)
+        for c, ci in zip(classes, cis):
+            hi, gap = result.high[c], result.per_class[c]
             rows.append(
                 {
                     "class_index": c,
@@ -238,8 +240,8 @@ class Audit:
                     "acc_high": result.acc_high[c],
                     "acc_low": result.acc_low[c],
                     "gap": gap,
-                    "ci_low": ci[0],
-                    "ci_high": ci[1],
+                    "ci_low": float(ci[0]),
+                    "ci_high": float(ci[1]),
                 }
             )
         pooled_ci = analysis.bootstrap_pooled_gap_ci(self.correct, result.high, result.low, n_boot=n_boot, seed=seed)

@@ -167,7 +167,7 @@ def cmd_rank(args):
     if c not in audit.spurious:
         raise SystemExit(f"error: class {c} has no spurious features yet; mark some with `spuraudit mark`.")
     order, scores = audit.ranking(c, split)
-    rows = [{"index": int(i), "path": audit.table.paths[i], "spuriosity": float(s), "correct": bool(audit.correct[i])}
+    rows = [{"index": int(i), "path": audit.table.path(i), "spuriosity": float(s), "correct": bool(audit.correct[i])}
             for i, s in zip(order, scores)]
     head = rows[: args.show] + (rows[-args.show:] if len(rows) > 2 * args.show else rows[args.show:])
     text = "\n".join(f"{r['spuriosity']:+.2f}  {'ok ' if r['correct'] else 'err'}  {r['path']}" for r in head)

@@ -56,28 +56,44 @@ def iter_row_chunks(features: np.ndarray, chunk: int = _ROW_CHUNK):
             yield start, np.asarray(features[start:stop])
 
 
-def _owners(labels: np.ndarray, preds: np.ndarray, split_ids: np.ndarray, num_classes: int) -> dict[str, np.ndarray]:
-    """Per mode: the (split, class) cell of each image, split * C + class, or -1 for none."""
-    cell = split_ids.astype(np.int64) * num_classes
-    return {
-        "labelled": cell + labels,
-        "predicted": cell + preds,
-        "correct": np.where(labels == preds, cell + labels, -1),
-    }
-
-
-def _add_segments(target: np.ndarray, rows: np.ndarray, owner: np.ndarray, square: np.ndarray | None = None) -> None:
-    """target[owner[i]] += rows[i] for every row with owner >= 0, segment-summed in float64."""
+def _segments(owner: np.ndarray) -> tuple[np.ndarray, list[tuple[int, int, int]]]:
+    """(row order grouping equal owners, [(owner, start, stop)] in that order); rows with owner -1 dropped."""
     keep = np.flatnonzero(owner >= 0)
-    if keep.size == 0:
-        return
     order = keep[np.argsort(owner[keep], kind="stable")]
     sorted_owner = owner[order]
-    starts = np.flatnonzero(np.r_[True, sorted_owner[1:] != sorted_owner[:-1]])
-    block = rows[order]
-    target[sorted_owner[starts]] += np.add.reduceat(block, starts, axis=0, dtype=np.float64)
-    if square is not None:
-        square[sorted_owner[starts]] += np.add.reduceat(np.square(block, dtype=np.float64), starts, axis=0)
+    starts = np.flatnonzero(np.r_[True, sorted_owner[1:] != sorted_owner[:-1]]) if order.size else np.zeros(0, int)
+    stops = np.r_[starts[1:], order.size]
+    return order, [(int(sorted_owner[a]), int(a), int(b)) for a, b in zip(starts, stops)]
+
+
+class _Moments:
+    """Count, mean and sum of squared deviations per cell, merged chunk by chunk (Chan et al.).
+
+    Each chunk's segment is summed in float32 (`np.add.reduce(..., dtype=np.float32)`, a fast
+    contiguous reduction) and merged into float64 running values; deviations are taken from the
+    segment's own mean, so the variance does not suffer the cancellation of E[x²] − E[x]².
+    """
+
+    def __init__(self, cells: int, d: int):
+        self.n = np.zeros(cells, dtype=np.int64)
+        self.mean = np.zeros((cells, d))
+        self.m2 = np.zeros((cells, d))
+
+    def add(self, cell: int, block: np.ndarray) -> None:
+        nb = block.shape[0]
+        mean_b = np.add.reduce(block, axis=0, dtype=np.float32) / np.float32(nb)
+        dev = block - mean_b
+        m2_b = np.add.reduce(dev * dev, axis=0, dtype=np.float32).astype(np.float64)
+        mean_b = mean_b.astype(np.float64)
+        na = self.n[cell]
+        if na == 0:
+            self.mean[cell], self.m2[cell] = mean_b, m2_b
+        else:
+            total = na + nb
+            delta = mean_b - self.mean[cell]
+            self.mean[cell] += delta * (nb / total)
+            self.m2[cell] += m2_b + delta * delta * (na * nb / total)
+        self.n[cell] = na + nb
 
 
 def compute_stats(features: np.ndarray, preds: np.ndarray, labels: np.ndarray, split_names: list[str],
@@ -85,30 +101,46 @@ def compute_stats(features: np.ndarray, preds: np.ndarray, labels: np.ndarray, s
     """The arrays listed in the module docstring, from one pass over `features` [N, D]."""
     n, d = features.shape
     s = len(split_names)
+    cells = s * num_classes
     labels = np.asarray(labels, dtype=np.int64)
     preds = np.asarray(preds, dtype=np.int64)
     split_ids = np.asarray(split_ids, dtype=np.int64)
-    owners = _owners(labels, preds, split_ids, num_classes)
-    sums = {mode: np.zeros((s * num_classes, d)) for mode in IMAGE_SET_MODES}
-    squares = np.zeros((s * num_classes, d))
+    labelled_owner = split_ids * num_classes + labels
+    predicted_owner = split_ids * num_classes + preds
+    labelled = _Moments(cells, d)
+    sums = {"correct": np.zeros((cells, d)), "predicted": np.zeros((cells, d))}
     for start, rows in iter_row_chunks(features):
         stop = start + len(rows)
-        for mode in IMAGE_SET_MODES:
-            _add_segments(sums[mode], rows, owners[mode][start:stop], squares if mode == "labelled" else None)
+        x = rows.astype(np.float32, copy=False)
+        right = labels[start:stop] == preds[start:stop]
+        order, segments = _segments(labelled_owner[start:stop])
+        block, block_right = x[order], right[order]
+        for cell, a, b in segments:
+            labelled.add(cell, block[a:b])
+            sums["correct"][cell] += np.add.reduce(block[a:b][block_right[a:b]], axis=0, dtype=np.float32)
+        order, segments = _segments(predicted_owner[start:stop])
+        block = x[order]
+        for cell, a, b in segments:
+            sums["predicted"][cell] += np.add.reduce(block[a:b], axis=0, dtype=np.float32)
         if progress:
             progress(stop / max(n, 1), f"statistics: {stop}/{n} rows")
+    counts = {
+        "labelled": labelled.n,
+        "correct": np.bincount(labelled_owner[labels == preds], minlength=cells).astype(np.int64),
+        "predicted": np.bincount(predicted_owner, minlength=cells).astype(np.int64),
+    }
+    with np.errstate(invalid="ignore", divide="ignore"):
+        means = {
+            "labelled": np.where(labelled.n[:, None] > 0, labelled.mean, np.nan),  # NaN for an empty S_c
+            "correct": sums["correct"] / counts["correct"][:, None],
+            "predicted": sums["predicted"] / counts["predicted"][:, None],
+        }
+        std = np.sqrt(labelled.m2 / labelled.n[:, None])  # population std (ddof 0)
     out: dict[str, np.ndarray] = {}
     for mode in IMAGE_SET_MODES:
-        owner = owners[mode]
-        counts = np.bincount(owner[owner >= 0], minlength=s * num_classes).astype(np.int64)
-        with np.errstate(invalid="ignore", divide="ignore"):
-            mean = sums[mode] / counts[:, None]  # NaN for an empty S_c, as class_feature_importance gives
-        out[f"mean_{mode}"] = mean.reshape(s, num_classes, d).astype(np.float32)
-        out[f"count_{mode}"] = counts.reshape(s, num_classes)
-        if mode == "labelled":
-            with np.errstate(invalid="ignore", divide="ignore"):
-                var = np.maximum(squares / counts[:, None] - mean * mean, 0.0)
-            out["std_labelled"] = np.sqrt(var).reshape(s, num_classes, d).astype(np.float32)
+        out[f"mean_{mode}"] = means[mode].reshape(s, num_classes, d).astype(np.float32)
+        out[f"count_{mode}"] = counts[mode].reshape(s, num_classes)
+    out["std_labelled"] = std.reshape(s, num_classes, d).astype(np.float32)
     order = np.lexsort((np.arange(n), labels, split_ids))
     cell_counts = np.bincount(split_ids * num_classes + labels, minlength=s * num_classes).reshape(s, num_classes)
     offsets = np.zeros((s, num_classes + 1), dtype=np.int64)

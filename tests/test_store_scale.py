@@ -299,3 +299,22 @@ def test_verify_names_missing_and_changed_images(tmp_path, monkeypatch):
     assert (report.n_missing, report.n_changed, report.checked) == (1, 1, 6)
     assert main(["verify", "--project", str(folder)]) == 1
     assert project.feature_store() is not None  # the store is still there, still found
+
+
+def test_vectorised_gap_intervals_agree_with_the_one_class_bootstrap():
+    rng = np.random.default_rng(3)
+    correct = rng.random(5000) < 0.7
+    high = [rng.choice(5000, 100, replace=False) for _ in range(40)]
+    low = [rng.choice(5000, 60, replace=False) for _ in range(40)]
+    low[7] = np.zeros(0, dtype=np.int64)  # a class without a Low set gets no interval
+    one = analysis.bootstrap_gap_ci(correct, high[0], low[0], n_boot=500, seed=11)
+    many = analysis.bootstrap_gap_cis(correct, high[:1], low[:1], n_boot=500, seed=11)
+    np.testing.assert_allclose(many[0], one)  # one class: the very same draws
+    small_blocks = analysis.bootstrap_gap_cis(correct, high, low, n_boot=500, seed=11, max_elements=3000)
+    assert np.isnan(small_blocks[7]).all() and not np.isnan(np.delete(small_blocks, 7, axis=0)).any()
+    for c in (0, 13, 39):  # each class's interval is its own bootstrap distribution's, in any block
+        gap = 100 * (correct[high[c]].mean() - correct[low[c]].mean())
+        lo, hi = small_blocks[c]
+        assert lo <= gap <= hi and hi - lo < 40
+        solo = analysis.bootstrap_gap_ci(correct, high[c], low[c], n_boot=4000, seed=5)
+        assert abs(lo - solo[0]) < 4 and abs(hi - solo[1]) < 4

@@ -6,7 +6,7 @@ percentage points, AUROC is a fraction. See the methods reference, sections 2, 5
 
 from __future__ import annotations
 
-from .bootstrap import bootstrap_gap_ci, bootstrap_mean_ci, bootstrap_pooled_gap_ci
+from .bootstrap import bootstrap_gap_ci, bootstrap_gap_cis, bootstrap_mean_ci, bootstrap_pooled_gap_ci
 from .gaps import GapResult, clamped_k, feature_gap, feature_gaps, spurious_gap, triage_gaps
 from .importance import (
     IMAGE_SET_MODES,
@@ -47,6 +47,7 @@ __all__ = [
     "auroc",
     "average_ranks",
     "bootstrap_gap_ci",
+    "bootstrap_gap_cis",
     "bootstrap_mean_ci",
     "bootstrap_pooled_gap_ci",
     "clamped_k",
