@@ -83,8 +83,8 @@ def build(folder: Path, n: int, seed: int = 0, chunk: int = 32768) -> Path:
     frame = pd.DataFrame({"path": [f"/data/imagenet/{s}/{names[c]}/{names[c]}_{i}.JPEG"
                                    for i, (c, s) in enumerate(zip(labels.tolist(), split.tolist()))],
                           "label": labels, "split": split})
-    project_folder = folder / "project"
-    project_folder.mkdir(exist_ok=True)
+    project_folder = folder / "projects" / "scale"  # folder is the home: the app finds it there
+    project_folder.mkdir(parents=True, exist_ok=True)
     ImageTable(class_names=names, frame=frame, source="synthetic").save(project_folder)
     del frame
 
@@ -234,12 +234,12 @@ def pages(project_folder: Path) -> dict:
     """First and cached render of the Features and Rankings pages, under AppTest."""
     from streamlit.testing.v1 import AppTest
 
-    os.environ["SPURAUDIT_HOME"] = str(project_folder.parent)
+    os.environ["SPURAUDIT_HOME"] = str(project_folder.parent.parent)
     app = str(Path(__file__).resolve().parents[1] / "app.py")
     out = {}
     for page in ("pages/features.py", "pages/rankings.py"):
         at = AppTest.from_file(app, default_timeout=600)
-        at.query_params["project"] = str(project_folder)
+        at.query_params["project"] = project_folder.name
         at.run()
         times = []
         for _ in range(2):
@@ -293,7 +293,7 @@ def _in_child(what: str, project_folder: Path) -> dict:
     import tempfile
 
     with tempfile.NamedTemporaryFile(suffix=".json") as out:
-        subprocess.run([sys.executable, __file__, "--child", what, "--folder", str(project_folder.parent),
+        subprocess.run([sys.executable, __file__, "--child", what, "--folder", str(project_folder.parents[1]),
                         "--out", out.name], check=True)
         return json.loads(Path(out.name).read_text())
 
@@ -311,12 +311,12 @@ def main(argv=None) -> int:
     args = p.parse_args(argv)
     if args.child:
         fn = measure if args.child == "measure" else pages
-        args.out.write_text(json.dumps(fn(args.folder / "project"), default=float))
+        args.out.write_text(json.dumps(fn(args.folder / "projects" / "scale"), default=float))
         return 0
     if args.extraction:
         result = {"extraction": extraction_memory(args.extraction)}
     else:
-        project_folder = args.folder / "project"
+        project_folder = args.folder / "projects" / "scale"
         if not args.reuse:
             if args.folder.exists():
                 shutil.rmtree(args.folder)
