@@ -29,6 +29,7 @@ import numpy as np
 sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
 
 N_FEATURES, N_CLASSES, N_PAIRS, N_SPURIOUS_CLASSES = 2048, 1000, 630, 357
+N_IMAGE_FILES = 64
 
 
 def memory() -> dict[str, float]:
@@ -80,8 +81,14 @@ def build(folder: Path, n: int, seed: int = 0, chunk: int = 32768) -> Path:
     names = [f"n{c:08d}" for c in range(N_CLASSES)]
     labels = np.sort(rng.integers(0, N_CLASSES, n))  # ImageNet's csv lists images class by class
     split = np.where(rng.random(n) < 50_000 / 1_331_167, "val", "train")
-    frame = pd.DataFrame({"path": [f"/data/imagenet/{s}/{names[c]}/{names[c]}_{i}.JPEG"
-                                   for i, (c, s) in enumerate(zip(labels.tolist(), split.tolist()))],
+    # A few real image files, shared by all rows, so the pages can draw thumbnails; the API never opens them.
+    from PIL import Image
+
+    images = folder / "images"
+    images.mkdir(parents=True, exist_ok=True)
+    for j in range(N_IMAGE_FILES):
+        Image.fromarray(rng.integers(0, 255, (64, 64, 3), dtype=np.uint8)).save(images / f"{j}.jpg")
+    frame = pd.DataFrame({"path": [str(images / f"{i % N_IMAGE_FILES}.jpg") for i in range(n)],
                           "label": labels, "split": split})
     project_folder = folder / "projects" / "scale"  # folder is the home: the app finds it there
     project_folder.mkdir(parents=True, exist_ok=True)
