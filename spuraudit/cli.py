@@ -184,7 +184,7 @@ def cmd_rank(args):
     if c not in audit.spurious:
         raise SystemExit(f"error: class {c} has no spurious features yet; mark some with `spuraudit mark`.")
     order, scores = audit.ranking(c, split)
-    rows = [{"index": int(i), "path": audit.table.paths[i], "spuriosity": float(s), "correct": bool(audit.correct[i])}
+    rows = [{"index": int(i), "path": audit.table.path(i), "spuriosity": float(s), "correct": bool(audit.correct[i])}
             for i, s in zip(order, scores)]
     head = rows[: args.show] + (rows[-args.show:] if len(rows) > 2 * args.show else rows[args.show:])
     text = "\n".join(f"{r['spuriosity']:+.2f}  {'ok ' if r['correct'] else 'err'}  {r['path']}" for r in head)
@@ -205,6 +205,14 @@ def cmd_gaps(args):
         text += (f"\npooled gap {report.pooled_gap:+.1f} points (95% CI {report.pooled_ci[0]:+.1f} .. "
                  f"{report.pooled_ci[1]:+.1f}); macro {report.macro_gap:+.1f}")
     _emit(args, data, text)
+
+
+def cmd_verify(args):
+    from .verify import verify_dataset
+
+    report = verify_dataset(_project(args), args.model)
+    _emit(args, report.as_dict(), report.text())
+    return 0 if report.ok or report.baseline_recorded else 1
 
 
 def cmd_heatmaps(args):
@@ -519,6 +527,9 @@ def build_parser() -> argparse.ArgumentParser:
     sp = add("compare", cmd_compare, "the project's model and its mitigated models side by side", split=True)
     sp.add_argument("--models", nargs="*", help="model folders (default: every mitigated model of the project's)")
     sp.add_argument("-k", type=int, default=100, help="images per end of each ranking (clamped to n_c // 2)")
+
+    add("verify", cmd_verify, "check the images against the record kept when their features were extracted "
+        "(missing or changed files)")
 
     sp = add("worker", cmd_worker, "run background-job workers", project=False, json_out=False)
     sp.add_argument("--db", help="job database (default: <home>/jobs.db)")

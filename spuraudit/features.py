@@ -1,9 +1,15 @@
 """The feature store: one batched pass over a dataset, kept on disk and memory-mapped.
 
-For every image it stores the pooled neural features r(x) [N, D], the logits [N, C] and the
-predictions [N]. The folder name is a hash of the model's weights, the dataset's content and the
-input size, so reopening a project or switching pages recomputes nothing, and a different model
-gets its own store.
+For every image it stores the pooled neural features r(x) [N, D] (float16), the logits [N, C]
+(float32) and the predictions [N], plus the statistics every page needs (`featurestats`). The folder
+name is a hash of the model's weights, the dataset table and the input size, so reopening a project
+or switching pages recomputes nothing, and a different model gets its own store.
+
+Extraction writes rows into the memory-mapped files chunk by chunk, so its memory does not grow with
+the dataset, and records the rows done in `progress.json` after each chunk: a run that is killed
+continues where it stopped (the dataset is read in a fixed order). Until the last row is written the
+store lives in `.partial-<key>/`; it is renamed to `<key>/` when complete, so a folder with a
+`meta.json` is always whole.
 """
 
 from __future__ import annotations
@@ -12,7 +18,6 @@ import hashlib
 import json
 import os
 import shutil
-import tempfile
 import time
 from dataclasses import dataclass
 from pathlib import Path
@@ -27,6 +32,12 @@ from .modelio import AuditModel, weights_hash
 from .training import pick_device
 
 Progress = Callable[[float, str], None]
+
+FEATURE_DTYPE = np.float16
+PROGRESS_FILE = "progress.json"
+STAMPS_FILE = "stamps.npy"  # size and mtime of every image when its row was extracted (`verify`)
+CHUNK_ROWS = 4096  # rows held in memory before they are written and the progress is recorded
+_FLOAT16_MAX = float(np.finfo(np.float16).max)
 
 
 @dataclass
@@ -55,24 +66,114 @@ class FeatureStore:
             meta=meta,
         )
 
+    @property
+    def key(self) -> str:
+        return self.path.name
+
     def correct(self, labels: np.ndarray) -> np.ndarray:
         return np.asarray(self.preds) == labels
 
 
-def store_key(model_hash: str, table: ImageTable, input_size) -> str:
-    h = hashlib.sha256(f"{model_hash}|{table.content_hash()}|{tuple(input_size)}".encode())
+def store_key(model_hash: str, table: ImageTable | str, input_size) -> str:
+    """Folder name of the store: model weights × table identity × input size (no file is statted)."""
+    table_id = table if isinstance(table, str) else table.content_hash()
+    h = hashlib.sha256(f"{model_hash}|{table_id}|{tuple(input_size)}".encode())
     return h.hexdigest()[:20]
 
 
-def _loader(table: ImageTable, input_size, batch_size: int, num_workers: int):
-    dataset = ImageTensorDataset(table.paths, tuple(input_size))
+def file_stamps(paths: list[str]) -> np.ndarray:
+    """int64 [n, 2]: (size, mtime in ns) of each file, (-1, -1) when it cannot be read."""
+    out = np.full((len(paths), 2), -1, dtype=np.int64)
+    for i, path in enumerate(paths):
+        try:
+            st = os.stat(path)
+        except OSError:
+            continue
+        out[i] = (st.st_size, st.st_mtime_ns)
+    return out
+
+
+def _loader(paths: list[str], input_size, batch_size: int, num_workers: int, start: int = 0):
+    dataset = torch.utils.data.Subset(ImageTensorDataset(paths, tuple(input_size)), range(start, len(paths)))
     return torch.utils.data.DataLoader(
         dataset,
         batch_size=batch_size,
+        shuffle=False,  # a fixed order is what makes a killed run resumable
         num_workers=num_workers,
         pin_memory=torch.cuda.is_available(),
         persistent_workers=False,
     )
+
+
+class _ChunkWriter:
+    """Writes row blocks into the .npy files of a partial store and records the rows done.
+
+    Each block is written through its own short-lived map, flushed, then `progress.json` is replaced
+    (temp + rename): rows below `rows_done` are always on disk, whatever kills the process.
+    """
+
+    def __init__(self, folder: Path, n: int, num_features: int, num_classes: int, paths: list[str] | None):
+        self.folder = folder
+        self.n = n
+        self.paths = paths
+        self.files = {
+            "features.npy": ((n, num_features), FEATURE_DTYPE),
+            "logits.npy": ((n, num_classes), np.float32),
+            "preds.npy": ((n,), np.int64),
+        }
+        if paths is not None:
+            self.files[STAMPS_FILE] = ((n, 2), np.int64)
+        progress = folder / PROGRESS_FILE
+        shapes_ok = progress.is_file() and all((folder / name).is_file() for name in self.files)
+        state = json.loads(progress.read_text()) if shapes_ok else {}
+        if state.get("shapes") != {name: list(shape) for name, (shape, _) in self.files.items()}:
+            for name, (shape, dtype) in self.files.items():
+                np.lib.format.open_memmap(folder / name, mode="w+", dtype=dtype, shape=shape).flush()
+            state = {"rows_done": 0}
+            self.rows_done = 0
+            self._record()
+        self.rows_done = int(state["rows_done"])
+        self.offsets = {}
+        for name in self.files:
+            with open(folder / name, "rb") as fh:
+                version = np.lib.format.read_magic(fh)
+                read_header = (np.lib.format.read_array_header_1_0 if version == (1, 0)
+                               else np.lib.format.read_array_header_2_0)
+                read_header(fh)  # leaves the file at the first data byte
+                self.offsets[name] = fh.tell()
+
+    def _record(self) -> None:
+        data = {"rows_done": self.rows_done, "num_images": self.n,
+                "shapes": {name: list(shape) for name, (shape, _) in self.files.items()}}
+        tmp = self.folder / (PROGRESS_FILE + ".tmp")
+        with open(tmp, "w") as fh:
+            fh.write(json.dumps(data))
+            fh.flush()
+            os.fsync(fh.fileno())
+        os.replace(tmp, self.folder / PROGRESS_FILE)
+
+    def _write(self, name: str, start: int, block: np.ndarray) -> None:
+        shape, dtype = self.files[name]
+        row_bytes = int(np.prod(shape[1:], dtype=np.int64)) * np.dtype(dtype).itemsize
+        view = np.memmap(self.folder / name, dtype=dtype, mode="r+", offset=self.offsets[name] + start * row_bytes,
+                         shape=(len(block),) + tuple(shape[1:]))
+        view[:] = block
+        view.flush()
+        del view
+
+    def write(self, start: int, feats: np.ndarray, logits: np.ndarray) -> None:
+        if start != self.rows_done:
+            raise RuntimeError(f"rows must be written in order: expected row {self.rows_done}, got {start}")
+        if not np.all(np.abs(feats) <= _FLOAT16_MAX):
+            raise ValueError(f"features of rows {start}..{start + len(feats) - 1} are not finite or exceed the "
+                             "float16 range (65504); this model's features cannot be stored as float16.")
+        self._write("features.npy", start, feats.astype(FEATURE_DTYPE))
+        self._write("logits.npy", start, logits.astype(np.float32))
+        self._write("preds.npy", start, logits.argmax(1).astype(np.int64))
+        if self.paths is not None:
+            self._write(STAMPS_FILE, start, file_stamps(self.paths[start:start + len(feats)]))
+        self.rows_done = start + len(feats)
+        self._record()
 
 
 def run_extraction(
@@ -81,30 +182,67 @@ def run_extraction(
     n: int,
     device: torch.device,
     progress: Progress | None = None,
+    folder: str | Path | None = None,
+    start: int = 0,
+    chunk_rows: int = CHUNK_ROWS,
+    paths: list[str] | None = None,
 ) -> tuple[np.ndarray, np.ndarray]:
-    """The core loop: (images [B, 3, H, W] in [0, 1], dataset indices [B]) -> features [n, D], logits [n, C]."""
-    feats = np.empty((n, model.num_features), dtype=np.float32)
-    logits = np.empty((n, model.num_classes), dtype=np.float32)
-    start = time.perf_counter()
-    done = 0
+    """The core loop: (images [B, 3, H, W] in [0, 1], dataset indices [B]) -> features [n, D], logits [n, C].
+
+    With `folder`, rows go into the memory-mapped files there, `chunk_rows` at a time (memory bounded
+    by one chunk, whatever `n`), resuming after the rows `progress.json` records; `batches` must then
+    yield the dataset in order from that row on. The returned arrays are then the on-disk maps.
+    Without `folder`, the arrays are built in memory (small datasets, tests).
+    """
     use_amp = device.type == "cuda"
+    writer = None
+    if folder is not None:
+        writer = _ChunkWriter(Path(folder), n, model.num_features, model.num_classes, paths)
+        start = writer.rows_done
+    else:
+        in_memory = (np.empty((n, model.num_features), dtype=np.float32),
+                     np.empty((n, model.num_classes), dtype=np.float32))
+    pending_f, pending_z, pending_start = [], [], start
+    done = start
+    began = time.perf_counter()
+
+    def flush() -> None:
+        nonlocal pending_f, pending_z, pending_start
+        if not pending_f:
+            return
+        f, z = np.concatenate(pending_f), np.concatenate(pending_z)
+        if writer is not None:
+            writer.write(pending_start, f, z)
+        else:
+            in_memory[0][pending_start:pending_start + len(f)] = f
+            in_memory[1][pending_start:pending_start + len(f)] = z
+        pending_start += len(f)
+        pending_f, pending_z = [], []
+
     with torch.inference_mode():
         for x, idx in batches:
+            rows = idx.numpy()
+            if len(rows) and (rows[0] != done or rows[-1] - rows[0] != len(rows) - 1):
+                raise RuntimeError(f"batches must come in dataset order: expected row {done}, got {rows[:3]}...")
             x = x.to(device, non_blocking=True)
             if use_amp:
                 x = x.contiguous(memory_format=torch.channels_last)
             with torch.autocast(device.type, enabled=use_amp):
                 _, f, z = model.forward_all(x)
-            rows = idx.numpy()
-            if len(rows) and rows[-1] - rows[0] == len(rows) - 1:
-                rows = slice(int(rows[0]), int(rows[-1]) + 1)  # a slice copy beats fancy indexing
-            feats[rows] = f.float().cpu().numpy()
-            logits[rows] = z.float().cpu().numpy()
-            done += len(idx)
+            pending_f.append(f.float().cpu().numpy())
+            pending_z.append(z.float().cpu().numpy())
+            done += len(rows)
+            if done - pending_start >= chunk_rows:
+                flush()
             if progress:
-                rate = done / max(time.perf_counter() - start, 1e-9)
+                rate = (done - start) / max(time.perf_counter() - began, 1e-9)
                 progress(done / n, f"extracted {done}/{n} images ({rate:.0f} img/s)")
-    return feats, logits
+    flush()
+    if done != n:
+        raise RuntimeError(f"extraction ended at row {done} of {n}")
+    if writer is None:
+        return in_memory
+    return (np.load(Path(folder) / "features.npy", mmap_mode="r"), np.load(Path(folder) / "logits.npy", mmap_mode="r"))
 
 
 def extract_features(
@@ -117,16 +255,26 @@ def extract_features(
     device: str | None = None,
     progress: Progress | None = None,
     model_hash: str | None = None,
+    chunk_rows: int = CHUNK_ROWS,
 ) -> FeatureStore:
-    """Compute (or reuse) the store under `root/<key>/`. Writes are atomic: temp folder + rename."""
+    """Compute (or reuse, or finish) the store under `root/<key>/`.
+
+    Rows go to `root/.partial-<key>/` as they are extracted; a later call with the same model and
+    table resumes there. The complete folder is renamed into place, statistics included.
+    """
+    from .featurestats import build_stats
+
     root = Path(root)
-    key = store_key(model_hash or weights_hash(model), table, input_size)
+    model_hash = model_hash or weights_hash(model)
+    table_id = table.content_hash()
+    key = store_key(model_hash, table_id, input_size)
     final = root / key
     if (final / "meta.json").is_file():
         if progress:
             progress(1.0, "features already computed (cached)")
         return FeatureStore.open(final)
-    root.mkdir(parents=True, exist_ok=True)
+    partial = root / f".partial-{key}"
+    partial.mkdir(parents=True, exist_ok=True)
     dev = pick_device(device)
     model = model.to(dev).eval()
     if dev.type == "cuda":
@@ -134,29 +282,85 @@ def extract_features(
     if num_workers is None:
         num_workers = min(2, os.cpu_count() or 1)
     n = len(table)
-    start = time.perf_counter()
-    feats, logits = run_extraction(model, _loader(table, input_size, batch_size, num_workers), n, dev, progress)
-    tmp = Path(tempfile.mkdtemp(prefix=f".tmp-{key}-", dir=root))
+    paths = table.paths
+    np.save(partial / "head_weight.npy", model.head.weight.detach().float().cpu().numpy())
+    bias = model.head.bias if model.head.bias is not None else torch.zeros(model.num_classes)
+    np.save(partial / "head_bias.npy", bias.detach().float().cpu().numpy())
+    began = time.perf_counter()
+    writer_probe = _ChunkWriter(partial, n, model.num_features, model.num_classes, paths)
+    start = writer_probe.rows_done
+    if start and progress:
+        progress(start / max(n, 1), f"resuming the extraction at image {start}/{n}")
+    run_extraction(model, _loader(paths, input_size, batch_size, num_workers, start), n, dev, progress,
+                   folder=partial, chunk_rows=chunk_rows, paths=paths)
+    meta = {
+        "key": key,
+        "model_hash": model_hash,
+        "table": table_id,
+        "num_images": n,
+        "num_features": int(model.num_features),
+        "num_classes": int(model.num_classes),
+        "input_size": list(input_size),
+        "feature_dtype": np.dtype(FEATURE_DTYPE).name,
+        "seconds": round(time.perf_counter() - began, 2),
+        "device": str(dev),
+    }
+    (partial / "meta.json").write_text(json.dumps(meta, indent=1))
+    build_stats(FeatureStore.open(partial), table,
+                (lambda f, m: progress(1.0, m)) if progress else None)
     try:
-        np.save(tmp / "features.npy", feats)
-        np.save(tmp / "logits.npy", logits)
-        np.save(tmp / "preds.npy", logits.argmax(1).astype(np.int64))
-        np.save(tmp / "head_weight.npy", model.head.weight.detach().float().cpu().numpy())
-        bias = model.head.bias if model.head.bias is not None else torch.zeros(model.num_classes)
-        np.save(tmp / "head_bias.npy", bias.detach().float().cpu().numpy())
-        meta = {
-            "key": key,
-            "num_images": n,
-            "num_features": int(model.num_features),
-            "num_classes": int(model.num_classes),
-            "input_size": list(input_size),
-            "seconds": round(time.perf_counter() - start, 2),
-            "device": str(dev),
-        }
-        (tmp / "meta.json").write_text(json.dumps(meta, indent=1))
-        os.replace(tmp, final)
+        os.replace(partial, final)
     except OSError:
-        shutil.rmtree(tmp, ignore_errors=True)
-        if not (final / "meta.json").is_file():  # another process may have won the race
+        if not (final / "meta.json").is_file():  # another process may have finished it first
             raise
+        shutil.rmtree(partial, ignore_errors=True)
+    (final / PROGRESS_FILE).unlink(missing_ok=True)
     return FeatureStore.open(final)
+
+
+STORE_INDEX = "index.json"
+
+
+def store_index(root: str | Path) -> dict[str, str]:
+    """features/index.json: (model hash | table identity | input size) -> store folder ("" = none)."""
+    try:
+        return dict(json.loads((Path(root) / STORE_INDEX).read_text()))
+    except (OSError, ValueError):
+        return {}
+
+
+def write_store_index(root: str | Path, index: dict[str, str]) -> None:
+    root = Path(root)
+    try:
+        root.mkdir(parents=True, exist_ok=True)
+        tmp = root / (STORE_INDEX + ".tmp")
+        tmp.write_text(json.dumps(index, indent=1))
+        os.replace(tmp, root / STORE_INDEX)
+    except OSError:
+        pass  # read-only project: the lookup is simply repeated next time
+
+
+def write_store(folder: str | Path, n: int, head_weight: np.ndarray, head_bias: np.ndarray,
+                blocks: Iterable[tuple[np.ndarray, np.ndarray]], meta: dict | None = None,
+                paths: list[str] | None = None) -> FeatureStore:
+    """A complete store at `folder` from (features [b, D], logits [b, C]) blocks in row order.
+
+    For stores whose rows come from elsewhere than a model pass (synthetic benchmarks, imports);
+    written chunk by chunk like an extraction. Statistics are not built here (see `featurestats`).
+    """
+    folder = Path(folder)
+    folder.mkdir(parents=True, exist_ok=True)
+    head_weight = np.asarray(head_weight, dtype=np.float32)
+    np.save(folder / "head_weight.npy", head_weight)
+    np.save(folder / "head_bias.npy", np.asarray(head_bias, dtype=np.float32))
+    writer = _ChunkWriter(folder, n, head_weight.shape[1], head_weight.shape[0], paths)
+    for feats, logits in blocks:
+        writer.write(writer.rows_done, np.asarray(feats), np.asarray(logits))
+    if writer.rows_done != n:
+        raise ValueError(f"{folder}: blocks held {writer.rows_done} rows, expected {n}")
+    info = {"key": folder.name, "num_images": n, "num_features": int(head_weight.shape[1]),
+            "num_classes": int(head_weight.shape[0]), "feature_dtype": np.dtype(FEATURE_DTYPE).name,
+            **(meta or {})}
+    (folder / "meta.json").write_text(json.dumps(info, indent=1))
+    (folder / PROGRESS_FILE).unlink(missing_ok=True)
+    return FeatureStore.open(folder)

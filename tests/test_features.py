@@ -19,7 +19,8 @@ def test_store_matches_a_direct_forward_pass(demo_project):
     x = load_tensors([table.paths[i] for i in picks], tuple(card.input_size))
     with torch.no_grad():
         _, feats, logits = model.forward_all(x)
-    np.testing.assert_allclose(store.features[picks], feats.numpy(), rtol=1e-4, atol=1e-5)
+    # features are stored as float16: half a unit in the last place is 2^-11 relative
+    np.testing.assert_allclose(store.features[picks], feats.numpy(), rtol=1e-3, atol=1e-4)
     np.testing.assert_allclose(store.logits[picks], logits.numpy(), rtol=1e-4, atol=1e-5)
     assert store.preds[picks].tolist() == logits.argmax(1).tolist()
     assert isinstance(store.features, np.memmap)

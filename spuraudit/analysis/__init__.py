@@ -6,8 +6,17 @@ percentage points, AUROC is a fraction. See docs/methods.md §2, §5 and §6.
 
 from __future__ import annotations
 
-from .bootstrap import bootstrap_gap_ci, bootstrap_mean_ci, bootstrap_pooled_gap_ci
-from .gaps import GapResult, HighLowSets, clamped_k, feature_gap, feature_gaps, high_low_indices, spurious_gap
+from .bootstrap import bootstrap_gap_ci, bootstrap_gap_cis, bootstrap_mean_ci, bootstrap_pooled_gap_ci
+from .gaps import (
+    GapResult,
+    HighLowSets,
+    clamped_k,
+    feature_gap,
+    feature_gaps,
+    high_low_indices,
+    spurious_gap,
+    triage_gaps,
+)
 from .importance import (
     IMAGE_SET_MODES,
     ImageSetMode,
@@ -15,7 +24,9 @@ from .importance import (
     empty_image_sets,
     image_set_mask,
     image_set_sizes,
+    importance_from_means,
     top_features,
+    top_k,
     top_images,
 )
 from .metrics import (
@@ -31,7 +42,14 @@ from .metrics import (
     worst_group,
     worst_group_accuracy,
 )
-from .spuriosity import SpuriosityStats, fit_spuriosity_stats, spuriosity, spuriosity_ranking
+from .spuriosity import (
+    SpuriosityStats,
+    ascending_order,
+    fit_spuriosity_stats,
+    mean_zscore,
+    spuriosity,
+    spuriosity_ranking,
+)
 
 __all__ = [
     "IMAGE_SET_MODES",
@@ -41,9 +59,11 @@ __all__ = [
     "SpuriosityStats",
     "accuracy",
     "accuracy_along_ranking",
+    "ascending_order",
     "auroc",
     "average_ranks",
     "bootstrap_gap_ci",
+    "bootstrap_gap_cis",
     "bootstrap_mean_ci",
     "bootstrap_pooled_gap_ci",
     "clamped_k",
@@ -57,12 +77,16 @@ __all__ = [
     "high_low_indices",
     "image_set_mask",
     "image_set_sizes",
+    "importance_from_means",
+    "mean_zscore",
     "per_class_accuracy",
     "ranking_bins",
     "spuriosity",
     "spuriosity_ranking",
     "spurious_gap",
+    "triage_gaps",
     "top_features",
+    "top_k",
     "top_images",
     "weighted_group_accuracy",
     "worst_group",

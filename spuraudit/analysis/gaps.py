@@ -181,16 +181,29 @@ def feature_gaps(
     if correct.shape != class_mask.shape or features.shape[0] != correct.shape[0]:
         raise ValueError(f"correct {correct.shape}, class_mask {class_mask.shape} and features {features.shape} disagree")
     rows = np.flatnonzero(class_mask)
-    k_c = clamped_k(k, rows.size)
-    if feature_ids.size == 0 or k_c == 0:
+    if feature_ids.size == 0 or clamped_k(k, rows.size) == 0:
         return np.full(feature_ids.size, np.nan)
-    activations = np.asarray(features[np.ix_(rows, feature_ids)], dtype=np.float64)  # [n_c, F]
+    return triage_gaps(correct[rows], features[np.ix_(rows, feature_ids)], k=k)
+
+
+def triage_gaps(class_correct: np.ndarray, activations: np.ndarray, k: int = 25) -> np.ndarray:
+    """`feature_gaps` on one class's rows already read: correct [n_c], activations [n_c, F] -> gaps [F].
+
+    Rows must be in dataset order (ties between equal activations go to the earlier row).
+    """
+    class_correct = np.asarray(class_correct, dtype=np.float64)
+    activations = np.asarray(activations, dtype=np.float64)
+    if activations.ndim != 2 or activations.shape[0] != class_correct.shape[0]:
+        raise ValueError(f"activations {activations.shape} must be [n_c, F] with n_c = {class_correct.shape[0]}")
+    n_c = class_correct.shape[0]
+    k_c = clamped_k(k, n_c)
+    if activations.shape[1] == 0 or k_c == 0:
+        return np.full(activations.shape[1], np.nan)
     if not np.all(np.isfinite(activations)):
         raise ValueError("features must be finite on the class's images")
     order = np.argsort(activations, axis=0, kind="stable")  # [n_c, F], low -> high per feature
-    class_correct = correct[rows].astype(np.float64)
     acc_low = class_correct[order[:k_c]].mean(axis=0)
-    acc_high = class_correct[order[rows.size - k_c :]].mean(axis=0)
+    acc_high = class_correct[order[n_c - k_c :]].mean(axis=0)
     return 100.0 * (acc_high - acc_low)
 
 

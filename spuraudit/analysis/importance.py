@@ -147,7 +147,44 @@ def class_feature_importance(
     sums = _class_sums(features, owner, num_classes)
     with np.errstate(invalid="ignore", divide="ignore"):
         mean_activation = sums / counts[:, None]  # 0/0 -> NaN for empty S_c, on purpose
-    return mean_activation * head_weight
+    return importance_from_means(mean_activation, head_weight)
+
+
+def importance_from_means(mean_activation: np.ndarray, head_weight: np.ndarray) -> np.ndarray:
+    """`I = (mean over S_c of r) ⊙ W`: float64, [C, D] from [C, D] means, or [D] for one class's row.
+
+    The means may come from a stored pass over the features (the feature store keeps them per
+    class, split and mode), so one class's importance costs O(D).
+    """
+    return np.asarray(mean_activation, dtype=np.float64) * np.asarray(head_weight, dtype=np.float64)
+
+
+def top_k(values: np.ndarray, k: int, largest: bool = True) -> np.ndarray:
+    """Positions of the k largest (or smallest) values of a 1-D array, best first.
+
+    NaN values are never picked; ties go to the lower position first (the order a stable sort
+    gives). `np.argpartition` finds the candidates in O(n), so only about k values are sorted.
+
+    Returns:
+        int64 [min(k, number of non-NaN values)].
+    """
+    values = np.asarray(values, dtype=np.float64)
+    if values.ndim != 1:
+        raise ValueError(f"values must be 1-D, got shape {values.shape}")
+    if k < 0:
+        raise ValueError(f"k must be >= 0, got {k}")
+    valid = np.flatnonzero(~np.isnan(values))
+    key = -values[valid] if largest else values[valid]
+    k = min(int(k), valid.size)
+    if k == 0:
+        return np.zeros(0, dtype=np.int64)
+    if k < valid.size:
+        kth = np.partition(key, k - 1)[k - 1]
+        candidates = np.flatnonzero(key <= kth)  # includes every value tied with the k-th
+    else:
+        candidates = np.arange(valid.size)
+    order = candidates[np.argsort(key[candidates], kind="stable")][:k]
+    return valid[order].astype(np.int64)
 
 
 def top_features(importance: np.ndarray, k: int) -> np.ndarray:
@@ -194,7 +231,5 @@ def top_images(values: np.ndarray, mask: np.ndarray, k: int, largest: bool = Tru
     mask = np.asarray(mask, dtype=bool)
     if values.shape != mask.shape or values.ndim != 1:
         raise ValueError(f"values {values.shape} and mask {mask.shape} must be 1-D and of the same length")
-    candidates = np.flatnonzero(mask & ~np.isnan(values))
-    candidate_values = values[candidates]
-    order = np.argsort(-candidate_values if largest else candidate_values, kind="stable")
-    return candidates[order[: max(int(k), 0)]].astype(np.int64)
+    candidates = np.flatnonzero(mask)
+    return candidates[top_k(values[candidates], max(int(k), 0), largest=largest)].astype(np.int64)

@@ -135,11 +135,33 @@ def spuriosity(
         mean, std, n_fitted = stats.lookup(class_index, feature_ids)
         if n_fitted == 0:
             continue
-        activations = np.asarray(features[np.ix_(rows, feature_ids)], dtype=np.float64)  # [n_c, |F_c|]
-        spread = std > 0
-        z = np.where(spread, (activations - mean) / np.where(spread, std, 1.0), 0.0)
-        scores[rows] = z.mean(axis=1)
+        scores[rows] = mean_zscore(features[np.ix_(rows, feature_ids)], mean, std)
     return scores
+
+
+def mean_zscore(activations: np.ndarray, mean: np.ndarray, std: np.ndarray) -> np.ndarray:
+    """s(x) of one class's images: the mean over its spurious features of (r_d(x) − μ_d) / σ_d.
+
+    Args:
+        activations: float [n, F], the images' spurious-feature activations.
+        mean, std: float [F], μ and σ of those features for the class.
+
+    Returns:
+        float64 [n]. A feature with σ = 0 contributes 0 (see `spuriosity`).
+    """
+    activations = np.asarray(activations, dtype=np.float64)
+    mean = np.asarray(mean, dtype=np.float64)
+    std = np.asarray(std, dtype=np.float64)
+    spread = std > 0
+    z = np.where(spread, (activations - mean) / np.where(spread, std, 1.0), 0.0)
+    return z.mean(axis=1)
+
+
+def ascending_order(scores: np.ndarray) -> np.ndarray:
+    """Positions of `scores` by increasing value, ties by position (a ranking's order); NaN left out."""
+    scores = np.asarray(scores, dtype=np.float64)
+    valid = np.flatnonzero(~np.isnan(scores))
+    return valid[np.argsort(scores[valid], kind="stable")].astype(np.int64)
 
 
 def spuriosity_ranking(scores: np.ndarray, labels: np.ndarray, class_index: int) -> np.ndarray:
@@ -156,5 +178,5 @@ def spuriosity_ranking(scores: np.ndarray, labels: np.ndarray, class_index: int)
     """
     scores = np.asarray(scores, dtype=np.float64)
     labels = np.asarray(labels)
-    members = np.flatnonzero((labels == class_index) & ~np.isnan(scores))
-    return members[np.argsort(scores[members], kind="stable")].astype(np.int64)
+    members = np.flatnonzero(labels == class_index)
+    return members[ascending_order(scores[members])].astype(np.int64)

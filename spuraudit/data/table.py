@@ -129,8 +129,29 @@ class ImageTable:
             pretty.append(f"{label} | {attrs}" if attrs else label)
         return keys.map(index).to_numpy(dtype=np.int64), pretty
 
+    def path(self, i: int) -> str:
+        """The path of image `i` (one cell; `paths` converts the whole column)."""
+        return str(self.frame["path"].iat[int(i)])
+
     def content_hash(self) -> str:
-        """Cache key: paths, labels and each file's size and mtime (cheap, changes when files change)."""
+        """Identity of the table: the hash of its saved dataset.csv, or of its columns when not saved.
+
+        No image file is opened or statted (a stat per image takes minutes at ImageNet size);
+        `spuraudit verify` checks the images themselves when asked.
+        """
+        folder = getattr(self, "_folder", None)
+        if folder is not None and (Path(folder) / TABLE_CSV).is_file():
+            return table_identity(folder)
+        h = hashlib.sha256()
+        columns = [c for c in ("path", "label", "split") if c in self.frame]
+        h.update(pd.util.hash_pandas_object(self.frame[columns], index=False).to_numpy().tobytes())
+        return h.hexdigest()[:16]
+
+    def legacy_content_hash(self) -> str:
+        """The identity earlier versions used (paths, labels and every file's size and mtime).
+
+        Only for finding stores made by those versions, once per project; it stats every image.
+        """
         h = hashlib.sha256()
         for path, label in zip(self.frame["path"], self.frame["label"]):
             try:
@@ -159,10 +180,45 @@ class ImageTable:
         meta = json.loads((folder / TABLE_META).read_text())
         frame = pd.read_csv(folder / TABLE_CSV, keep_default_na=True)
         frame["split"] = frame["split"].astype(str)
-        return cls(
+        table = cls(
             class_names=meta["class_names"],
             frame=frame,
             group_columns=meta.get("group_columns", []),
             skipped=[tuple(s) for s in meta.get("skipped", [])],
             source=meta.get("source", ""),
         )
+        table._folder = folder  # its identity is the saved file's (content_hash)
+        return table
+
+
+_IDENTITY_CACHE = ".dataset-hash.json"
+
+
+def table_identity(folder: str | Path) -> str:
+    """sha256 of `folder/dataset.csv`, cached beside it under the file's size and mtime.
+
+    One stat when the cache is current, one read of the file when not; never a stat per image.
+    """
+    folder = Path(folder)
+    csv = folder / TABLE_CSV
+    st = csv.stat()
+    stamp = f"{st.st_size}:{st.st_mtime_ns}"
+    cache = folder / _IDENTITY_CACHE
+    try:
+        data = json.loads(cache.read_text())
+        if data.get("stamp") == stamp:
+            return str(data["hash"])
+    except (OSError, ValueError, KeyError):
+        pass
+    h = hashlib.sha256()
+    with open(csv, "rb") as fh:
+        for block in iter(lambda: fh.read(1 << 22), b""):
+            h.update(block)
+    digest = h.hexdigest()[:16]
+    try:
+        tmp = folder / (_IDENTITY_CACHE + ".tmp")
+        tmp.write_text(json.dumps({"stamp": stamp, "hash": digest}))
+        os.replace(tmp, cache)
+    except OSError:
+        pass  # a read-only project still opens; it hashes the file each time
+    return digest
