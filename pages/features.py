@@ -5,9 +5,9 @@ from __future__ import annotations
 import plotly.express as px
 import streamlit as st
 
-from spuraudit.audit import Audit
+from spuraudit.ui import cache
 from spuraudit.ui.nav import page_setup
-from spuraudit.ui.state import require_features, require_project
+from spuraudit.ui.state import require_project
 from spuraudit.ui.widgets import (
     cached_attack,
     cached_cams,
@@ -20,8 +20,8 @@ from spuraudit.ui.widgets import (
 
 page_setup("Features")
 project = require_project()
-store = require_features(project)
-audit = Audit(project, store)
+audit = cache.require_audit(project)
+store = audit.store
 
 st.title("Features the model relies on")
 class_index = class_picker(audit)
@@ -37,7 +37,7 @@ annotator = st.sidebar.text_input("Your name (for labels)", value=project.settin
                                   key="annotator")
 
 triage_k = int(project.settings.get("triage_k", 25))
-top = audit.top_features(class_index, k=k, split=split, mode=mode, triage_k=triage_k)
+top = cache.top_features(audit, class_index, k, split, mode, triage_k)
 if top.empty:
     st.warning("No images in S_c for this class and split: try another image set or split.")
     st.stop()
