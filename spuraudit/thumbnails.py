@@ -4,8 +4,8 @@
 
 A gallery page then reads a few kilobytes per image instead of decoding and resizing the original (a
 full-size photo can take tens of milliseconds). A thumbnail shows the image as the model sees it
-(resized to its input size), enlarged by a whole factor for tiny inputs so digits stay crisp, and
-fitted into `size` × `size` pixels. Files are written atomically, so a reader never sees half a JPEG,
+(resized to its input size), shrunk to fit `size` × `size` pixels, or, when smaller, enlarged by the
+smallest whole factor that reaches `size` so digits stay crisp. Files are written atomically, so a reader never sees half a JPEG,
 and sharded a thousand to a folder, so no directory grows to a million entries.
 
 Rows are addressed by their index in the dataset table; `thumbs/<size>/table.txt` records which
@@ -86,10 +86,10 @@ def render(image_path: str | Path, input_size=None, size: int = DEFAULT_SIZE) ->
     import io
 
     image = load_rgb(image_path, tuple(input_size) if input_size is not None else None)
-    if max(image.size) < size:  # tiny inputs: whole-factor nearest-neighbour enlargement
-        image = Image.fromarray(upscale_for_display(np.asarray(image), size))
     if max(image.size) > size:
         image.thumbnail((size, size), Image.BILINEAR)
+    elif min(image.size) < size:  # tiny inputs: whole-factor nearest-neighbour enlargement, kept crisp
+        image = Image.fromarray(upscale_for_display(np.asarray(image), size))
     buf = io.BytesIO()
     image.save(buf, format="JPEG", quality=JPEG_QUALITY)
     return buf.getvalue()
