@@ -41,7 +41,7 @@ class ProjectError(ValueError):
 class Project:
     folder: Path
     name: str
-    model: str  # model folder (absolute, or relative to the home's models/)
+    model: str  # model folder, absolute (project.json stores it relative to the home's models/ when inside)
     settings: dict = field(default_factory=dict)
 
     # ---- files -------------------------------------------------------------------------
@@ -53,7 +53,12 @@ class Project:
             raise ProjectError(f"{folder}: no {PROJECT_FILE}; not a spuraudit project.")
         data = json.loads(file.read_text())
         settings = {**DEFAULT_SETTINGS, **data.get("settings", {})}
-        return cls(folder=folder, name=data["name"], model=data["model"], settings=settings)
+        model = Path(data["model"])
+        if not model.is_absolute():  # a model in the home's models/, stored by name so the home can move
+            if ".." in model.parts:
+                raise ProjectError(f"{file}: model '{model}' leaves the home's models/ folder; give an absolute path.")
+            model = _models_dir_of(folder) / model
+        return cls(folder=folder, name=data["name"], model=str(model), settings=settings)
 
     @classmethod
     def create(
@@ -77,7 +82,7 @@ class Project:
         return project
 
     def save(self) -> None:
-        data = {"name": self.name, "model": self.model, "settings": self.settings}
+        data = {"name": self.name, "model": _stored_model_path(self.folder, self.model), "settings": self.settings}
         tmp = self.folder / (PROJECT_FILE + ".tmp")
         tmp.write_text(json.dumps(data, indent=1))
         os.replace(tmp, self.folder / PROJECT_FILE)
@@ -174,6 +179,22 @@ class Project:
             progress=progress,
             model_hash=self._model_hash(folder),
         )
+
+
+def _models_dir_of(project_folder: Path) -> Path:
+    """The models/ folder of the home holding the project (`<home>/projects/<name>`)."""
+    return Path(os.path.abspath(project_folder)).parent.parent / "models"
+
+
+def _stored_model_path(project_folder: Path, model: str) -> str:
+    """The model folder as project.json stores it: its path inside the home's models/, else absolute."""
+    models = _models_dir_of(project_folder)
+    for inside, base in ((Path(os.path.abspath(model)), models), (Path(model).resolve(), models.resolve())):
+        try:
+            return inside.relative_to(base).as_posix()
+        except ValueError:
+            continue
+    return str(model)
 
 
 def list_projects(base: Path | None = None) -> list[Path]:

@@ -24,7 +24,7 @@ class DatasetError(ValueError):
 class ImageTable:
     """Images of a dataset.
 
-    `frame` columns: `path` (absolute), `label` (int class index), `split` (train/val/test/all),
+    `frame` columns: `path` (absolute in memory; relative to `root` in dataset.csv), `label` (int class index), `split` (train/val/test/all),
     optional `mask_path`, and the attribute columns named in `group_columns`.
     `skipped` lists (path, reason) for files that were found but could not be used.
     """
@@ -34,6 +34,7 @@ class ImageTable:
     group_columns: list[str] = field(default_factory=list)
     skipped: list[tuple[str, str]] = field(default_factory=list)
     source: str = ""
+    root: Path | None = None  # dataset root the saved paths are relative to (None: absolute paths)
 
     def __post_init__(self):
         self.frame = self.frame.reset_index(drop=True)
@@ -98,10 +99,21 @@ class ImageTable:
         return h.hexdigest()[:16]
 
     def save(self, folder: str | Path) -> None:
+        """Write dataset.csv and dataset.json; image and mask paths are stored relative to a dataset root.
+
+        The root is `self.root`, or else the folder holding all images (and masks). dataset.json records
+        it relative to the project folder when it lies in the same home (they move together), else as
+        an absolute path (`spuraudit relocate` points it elsewhere). Paths outside the root stay absolute.
+        """
         folder = Path(folder)
         folder.mkdir(parents=True, exist_ok=True)
+        columns = [c for c in PATH_COLUMNS if c in self.frame]
+        root = Path(self.root) if self.root is not None else _common_folder(self.frame, columns)
+        frame = self.frame
+        if root is not None:
+            frame = frame.assign(**{c: _relative_column(frame[c], root) for c in columns})
         tmp = folder / (TABLE_CSV + ".tmp")
-        self.frame.to_csv(tmp, index=False)
+        frame.to_csv(tmp, index=False)
         os.replace(tmp, folder / TABLE_CSV)
         meta = {
             "class_names": self.class_names,
@@ -109,6 +121,8 @@ class ImageTable:
             "skipped": [list(s) for s in self.skipped],
             "source": self.source,
         }
+        if root is not None:
+            meta["root"] = root_for_meta(folder, root)
         tmp = folder / (TABLE_META + ".tmp")
         tmp.write_text(json.dumps(meta, indent=1))
         os.replace(tmp, folder / TABLE_META)
@@ -119,10 +133,73 @@ class ImageTable:
         meta = json.loads((folder / TABLE_META).read_text())
         frame = pd.read_csv(folder / TABLE_CSV, keep_default_na=True)
         frame["split"] = frame["split"].astype(str)
+        root = dataset_root(folder, meta)
+        if root is not None:  # tables of earlier versions hold absolute paths and no root
+            for c in PATH_COLUMNS:
+                if c in frame:
+                    frame[c] = _absolute_column(frame[c], root, meta.get("csv_root"))
         return cls(
             class_names=meta["class_names"],
             frame=frame,
             group_columns=meta.get("group_columns", []),
             skipped=[tuple(s) for s in meta.get("skipped", [])],
             source=meta.get("source", ""),
+            root=root,
         )
+
+
+# ---- dataset root ---------------------------------------------------------------------------------
+PATH_COLUMNS = ("path", "mask_path")
+
+
+def dataset_root(folder: Path, meta: dict) -> Path | None:
+    """The absolute dataset root recorded in dataset.json (relative entries: to the project folder)."""
+    root = meta.get("root")
+    if not root:
+        return None
+    root = Path(root)
+    return root if root.is_absolute() else Path(os.path.normpath(folder.absolute() / root))
+
+
+def root_for_meta(folder: Path, root: Path) -> str:
+    """`root` as dataset.json stores it: relative to the project folder when both lie in one home."""
+    folder, root = Path(os.path.abspath(folder)), Path(os.path.abspath(root))
+    home = folder.parent.parent
+    if root == home or home in root.parents:
+        return os.path.relpath(root, folder)
+    return str(root)
+
+
+def _common_folder(frame: pd.DataFrame, columns: list[str]) -> Path | None:
+    values = pd.concat([frame[c].dropna().astype(str) for c in columns]) if columns else pd.Series([], dtype=str)
+    values = values[values.str.startswith("/")]
+    if values.empty:
+        return None
+    parents = values.str.rsplit("/", n=1).str[0].unique()  # one entry per folder, not per image
+    return Path(os.path.commonpath(list(parents)) or "/")
+
+
+def _relative_column(column: pd.Series, root: Path) -> pd.Series:
+    prefix = str(root).rstrip("/") + "/"
+    text = column.astype(object)
+    inside = text.notna() & text.astype(str).str.startswith(prefix)
+    out = text.copy()
+    out[inside] = text[inside].astype(str).str.slice(len(prefix))
+    return out
+
+
+def _absolute_column(column: pd.Series, root: Path, csv_root: str | None) -> pd.Series:
+    """Stored paths -> absolute: relative ones joined to `root`; absolute ones under `csv_root` (an
+    old table's own folder, recorded by `spuraudit relocate`) moved to `root`; others unchanged."""
+    prefix = str(root).rstrip("/") + "/"
+    text = column.astype(object)
+    present = text.notna()
+    strings = text[present].astype(str)
+    out = text.copy()
+    relative = ~strings.str.startswith("/")
+    out[strings.index[relative]] = prefix + strings[relative]
+    if csv_root:
+        old = str(csv_root).rstrip("/") + "/"
+        moved = strings.str.startswith(old)
+        out[strings.index[moved]] = prefix + strings[moved].str.slice(len(old))
+    return out.astype(column.dtype)  # the dtype read_csv chose, as for tables without a root

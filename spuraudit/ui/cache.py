@@ -93,8 +93,8 @@ def require_audit(project: Project) -> Audit:
 def audit_key(audit: Audit) -> tuple[str, str, str, str]:
     """Small values that identify what an audit answer depends on: project, store, settings, labels."""
     project = audit.project
-    return (str(project.folder), str(audit.store.meta.get("key", audit.store.path)), project_token(project),
-            labels_token(project))
+    labels = getattr(audit, "_labels_token", None) or labels_token(project)  # the one its spurious map was read at
+    return (str(project.folder), str(audit.store.meta.get("key", audit.store.path)), project_token(project), labels)
 
 
 # ---- per-class answers -----------------------------------------------------------------------------
