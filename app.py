@@ -12,6 +12,7 @@ import streamlit as st
 from spuraudit import paths
 from spuraudit.jobs.kinds import DEMO_BUILD, FEATURES_EXTRACT
 from spuraudit.project import list_projects
+from spuraudit.ui import cache
 from spuraudit.ui import jobs as ui_jobs
 from spuraudit.ui.auth import allowed, pickle_trust_offered, server_path
 from spuraudit.ui.nav import page_setup
@@ -95,7 +96,7 @@ if project is None:
 st.header(f"Project: {plain(project.name)}")
 table = project.table
 model, card = load_model(project.model_folder)
-store = project.feature_store()
+audit = cache.open_audit(project)  # opened once, shared by reruns and sessions
 
 c1, c2, c3, c4 = st.columns(4)
 c1.metric("Images", f"{len(table):,}")
@@ -103,17 +104,14 @@ c2.metric("Classes", table.num_classes)
 c3.metric("Model", card.architecture.split(":")[-1])
 c4.metric("Features per image", model.num_features)
 
-if store is None:
+if audit is None:
     st.warning("Features are not extracted yet for this model and dataset.")
     if not running and allowed("admin") and st.button("Extract features", type="primary"):
         ui_jobs.submit(FEATURES_EXTRACT, {"project": str(project.folder)}, f"Extract features: {project.name}")
         st.rerun()
 else:
-    from spuraudit.audit import Audit
-
-    audit = Audit(project, store)
     split = audit.default_split()
-    summary = audit.summary(split)
+    summary, groups = cache.summary(audit, split)
     st.subheader(f"Accuracy on the {summary['split']} split")
     m1, m2, m3 = st.columns(3)
     m1.metric("Accuracy", f"{summary['accuracy']:.1f} %")
@@ -121,8 +119,7 @@ else:
         m2.metric("Worst-group accuracy", f"{summary['worst_group_accuracy']:.1f} %",
                   delta=f"{summary['worst_group_accuracy'] - summary['accuracy']:.1f} vs average")
     m3.metric("Images in split", f"{summary['n']:,}")
-    if table.group_columns:
-        groups = audit.group_table(split)
+    if groups is not None:
         fig = px.bar(groups, x="group", y="accuracy", text=groups["accuracy"].map(lambda v: f"{v:.1f}"),
                      hover_data=["n"], labels={"accuracy": "accuracy (%)"}, range_y=[0, 105])
         fig.update_layout(height=320, margin=dict(t=10, b=10))

@@ -2,7 +2,6 @@
 
 from __future__ import annotations
 
-from pathlib import Path
 
 import pandas as pd
 import plotly.express as px
@@ -10,15 +9,16 @@ import plotly.graph_objects as go
 import streamlit as st
 
 from spuraudit.mitigate import METHODS, list_mitigated_models
-from spuraudit.mitigate.compare import COLUMN_HELP, compare_models
+from spuraudit.mitigate.compare import COLUMN_HELP
 from spuraudit.mitigate.selective import selective_from_stores
+from spuraudit.ui import cache
 from spuraudit.ui.nav import link, page_setup
-from spuraudit.ui.state import require_features, require_project
+from spuraudit.ui.state import require_project
 
 page_setup("Compare models")
 
 project = require_project()
-parent_store = require_features(project)
+parent_store = cache.require_audit(project).store
 
 st.title("Compare models")
 st.caption(
@@ -38,7 +38,7 @@ candidates = {str(project.model_folder): "original (audited) model"}
 for folder, card in mitigated:
     label = METHODS[card.method].label if card.method in METHODS else card.method
     candidates[str(folder)] = f"{card.name} · {label}"
-ready = {f: n for f, n in candidates.items() if project.feature_store(f) is not None}
+ready = {f: n for f, n in candidates.items() if cache.open_audit(project, f) is not None}
 missing = [n for f, n in candidates.items() if f not in ready]
 if missing:
     st.warning("Features not extracted yet (its job may still be running): " + ", ".join(missing))
@@ -52,19 +52,7 @@ if not chosen:
     st.stop()
 
 
-@st.cache_data(max_entries=16, show_spinner="Comparing models…")
-def _compare(project_folder: str, folders: tuple[str, ...], split: str, k: int, labels_stamp: float):
-    return compare_models(project, list(folders), split=split, k=k, extract_missing=False)
-
-
-def _stamp(path: Path) -> float:
-    try:
-        return path.stat().st_mtime
-    except OSError:
-        return 0.0
-
-
-report = _compare(str(project.folder), tuple(chosen), split, int(k), _stamp(project.labels_path))
+report = cache.compare(project, tuple(chosen), split, int(k))
 summary = report.summary
 
 st.subheader(f"Metrics on the {split} split")
@@ -185,7 +173,7 @@ if masktune and {"val", "test"} <= set(project.table.splits):
     )
     curves = []
     for folder, card in masktune:
-        table = selective_from_stores(project, parent_store, project.feature_store(folder))
+        table = selective_from_stores(project, parent_store, cache.open_audit(project, folder).store)
         curves.append(table.assign(model=card.name))
     curves = pd.concat(curves)
     fig = px.line(curves, x="test_coverage", y="test_accuracy", color="model", markers=True,

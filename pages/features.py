@@ -5,10 +5,10 @@ from __future__ import annotations
 import plotly.express as px
 import streamlit as st
 
-from spuraudit.audit import Audit
+from spuraudit.ui import cache
 from spuraudit.ui.nav import page_setup
 from spuraudit.ui.auth import allowed
-from spuraudit.ui.state import annotator_name, require_features, require_project, signed_in_name
+from spuraudit.ui.state import annotator_name, require_project, signed_in_name
 from spuraudit.ui.widgets import (
     cached_attack,
     cached_cams,
@@ -22,8 +22,8 @@ from spuraudit.ui.widgets import (
 
 page_setup("Features")
 project = require_project()
-store = require_features(project)
-audit = Audit(project, store)
+audit = cache.require_audit(project)
+store = audit.store
 
 st.title("Features the model relies on")
 class_index = class_picker(audit)
@@ -39,7 +39,7 @@ annotator = st.sidebar.text_input("Your name (for labels)", key="annotator", dis
                                   value=signed_in_name() or project.settings.get("annotator") or "")
 
 triage_k = int(project.settings.get("triage_k", 25))
-top = audit.top_features(class_index, k=k, split=split, mode=mode, triage_k=triage_k)
+top = cache.top_features(audit, class_index, k, split, mode, triage_k)
 if top.empty:
     st.warning("No images in S_c for this class and split: try another image set or split.")
     st.stop()

@@ -8,17 +8,14 @@ import plotly.express as px
 import plotly.graph_objects as go
 import streamlit as st
 
-from spuraudit.audit import Audit
-from spuraudit.data.images import load_rgb
-from spuraudit.explain import upscale_for_display
+from spuraudit.ui import cache
 from spuraudit.ui.nav import page_setup
-from spuraudit.ui.state import load_model, require_features, require_project
+from spuraudit.ui.state import load_model, require_project
 from spuraudit.ui.widgets import plain, split_picker
 
 page_setup("Rankings & gaps")
 project = require_project()
-store = require_features(project)
-audit = Audit(project, store)
+audit = cache.require_audit(project)
 
 st.title("Spuriosity rankings and gaps")
 if not audit.spurious:
@@ -42,7 +39,7 @@ names = audit.class_names
 st.caption("Spurious features: " + "; ".join(f"{plain(names[c])}: {', '.join(f'#{d}' for d in ds)}"
                                              for c, ds in sorted(audit.spurious.items())))
 
-report = audit.gaps(split, k=int(gap_k))
+report = cache.gaps(audit, split, int(gap_k))
 per_class = report.per_class
 c1, c2, c3 = st.columns(3)
 c1.metric("Pooled spurious gap", f"{report.pooled_gap:+.1f} pts",
@@ -70,7 +67,7 @@ st.dataframe(per_class.drop(columns=["class_index"]), hide_index=True,
 st.header("Gallery")
 ranked = [int(c) for c in per_class["class_index"]]
 class_index = st.selectbox("Class", ranked, format_func=lambda c: f"{c}: {names[c]}")
-order, scores = audit.ranking(class_index, split)
+order, scores = cache.ranking(audit, class_index, split)
 correct = audit.correct[order]
 
 # Accuracy along the ranking: where does the model start to fail?
@@ -88,15 +85,9 @@ page_size = st.select_slider("Images per page", [12, 24, 48], value=24)
 pages = max(1, -(-len(order) // page_size))
 page = st.number_input(f"Page (1 = cue absent … {pages} = cue everywhere)", 1, pages, 1)
 
-
-@st.cache_data(max_entries=512, show_spinner=False)
-def thumbnail(path: str, size: tuple[int, int]):
-    return upscale_for_display(np.asarray(load_rgb(path, size)), 96)
-
-
 start = (page - 1) * page_size
 chunk = order[start:start + page_size]
-images = [thumbnail(audit.table.paths[i], tuple(card.input_size)) for i in chunk]
+images = cache.thumbnails(audit, chunk, card.input_size)
 captions = [f"{'✓' if audit.correct[i] else '✗'} s={s:+.2f}" for i, s in zip(chunk, scores[start:start + page_size])]
 st.image(images, caption=captions, width=96)
 st.caption(f"Images {start + 1}-{start + len(chunk)} of {len(order)}, sorted by spuriosity. ✓ correct, ✗ wrong.")

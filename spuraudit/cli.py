@@ -416,6 +416,28 @@ def cmd_users(args):
     return 0
 
 
+def cmd_relocate(args):
+    from .data.relocate import relocate
+
+    project = _project(args)
+    result = relocate(project.folder, args.dataset_root)
+    project.save()  # a new project.json: running apps reopen the project and read the new root
+    _emit(args, result, f"{project.name}: images now read from {result['root']} (was {result['old_root']})")
+
+
+def cmd_thumbs(args):
+    from . import thumbnails
+
+    project = _project(args)
+    bar = _Bar("thumbnails", args.json)
+    try:
+        done = thumbnails.warm(project, size=args.size, progress=bar)
+    finally:
+        bar.close()
+    _emit(args, {"thumbnails": done, "folder": str(thumbnails.thumbs_dir(project.folder, args.size))},
+          f"{done:,} thumbnails ready in {thumbnails.thumbs_dir(project.folder, args.size)}")
+
+
 # ---- parser ----------------------------------------------------------------------------------
 def build_parser() -> argparse.ArgumentParser:
     p = argparse.ArgumentParser(prog="spuraudit", description=__doc__.splitlines()[0] if __doc__ else None)
@@ -537,6 +559,10 @@ def build_parser() -> argparse.ArgumentParser:
     sp.add_argument("--once", action="store_true", help="run the queued jobs, then exit")
     sp.add_argument("--idle-exit", type=float, help="exit after this many idle seconds")
 
+    sp = add("relocate", cmd_relocate, "point a project at its images after they moved (dataset.csv is kept)")
+    sp.add_argument("--dataset-root", required=True, help="the folder that now holds the dataset's images")
+    sp = add("thumbs", cmd_thumbs, "render the gallery thumbnails of every image ahead of time")
+    sp.add_argument("--size", type=int, default=96, help="thumbnail size in pixels (the app shows 96)")
     sp = add("app", cmd_app, "start the web app (on this machine only, unless --host says otherwise)",
              project=False, json_out=False)
     sp.add_argument("--host", default="127.0.0.1",

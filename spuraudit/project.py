@@ -37,7 +37,7 @@ class ProjectError(ValueError):
 class Project:
     folder: Path
     name: str
-    model: str  # model folder (absolute, or relative to the home's models/)
+    model: str  # model folder, absolute (project.json stores it relative to the home's models/ when inside)
     settings: ProjectSettings = field(default_factory=ProjectSettings)
 
     # ---- files -------------------------------------------------------------------------
@@ -66,7 +66,12 @@ class Project:
             settings = settings_from_dict(data.get("settings", {}), str(file))
         except TypedValueError as err:
             raise ProjectError(str(err)) from None
-        return cls(folder=folder, name=data["name"], model=data["model"], settings=settings)
+        model = Path(data["model"])
+        if not model.is_absolute():  # a model in the home's models/, stored by name so the home can move
+            if ".." in model.parts:
+                raise ProjectError(f"{file}: model '{model}' leaves the home's models/ folder; give an absolute path.")
+            model = _models_dir_of(folder) / model
+        return cls(folder=folder, name=data["name"], model=str(model), settings=settings)
 
     @classmethod
     def create(
@@ -90,8 +95,8 @@ class Project:
         return project
 
     def save(self) -> None:
-        data = {"schema_version": PROJECT_SCHEMA_VERSION, "name": self.name, "model": self.model,
-                "settings": self.settings.to_dict()}
+        data = {"schema_version": PROJECT_SCHEMA_VERSION, "name": self.name,
+                "model": _stored_model_path(self.folder, self.model), "settings": self.settings.to_dict()}
         write_text_atomic(self.folder / PROJECT_FILE, json.dumps(data, indent=1))
 
     def update_settings(self, **changes) -> None:
@@ -253,6 +258,22 @@ class Project:
             model_hash=self._model_hash(folder),
             **({"chunk_rows": chunk_rows} if chunk_rows else {}),
         )
+
+
+def _models_dir_of(project_folder: Path) -> Path:
+    """The models/ folder of the home holding the project (`<home>/projects/<name>`)."""
+    return Path(os.path.abspath(project_folder)).parent.parent / "models"
+
+
+def _stored_model_path(project_folder: Path, model: str) -> str:
+    """The model folder as project.json stores it: its path inside the home's models/, else absolute."""
+    models = _models_dir_of(project_folder)
+    for inside, base in ((Path(os.path.abspath(model)), models), (Path(model).resolve(), models.resolve())):
+        try:
+            return inside.relative_to(base).as_posix()
+        except ValueError:
+            continue
+    return str(model)
 
 
 def list_projects(base: Path | None = None) -> list[Path]:

@@ -68,7 +68,7 @@ def drop_duplicate_rows(rows: list[dict], lines: list[int], source: str) -> tupl
 class ImageTable:
     """Images of a dataset.
 
-    `frame` columns: `path` (absolute), `label` (int class index), `split` (train/val/test/all),
+    `frame` columns: `path` (absolute in memory; relative to `root` in dataset.csv), `label` (int class index), `split` (train/val/test/all),
     optional `mask_path`, and the attribute columns named in `group_columns`.
     `skipped` lists (path, reason) for files that were found but could not be used.
     """
@@ -78,6 +78,7 @@ class ImageTable:
     group_columns: list[str] = field(default_factory=list)
     skipped: list[tuple[str, str]] = field(default_factory=list)
     source: str = ""
+    root: Path | None = None  # dataset root the saved paths are relative to (None: absolute paths)
 
     def __post_init__(self):
         self.frame = self.frame.reset_index(drop=True)
@@ -163,15 +164,28 @@ class ImageTable:
         return h.hexdigest()[:16]
 
     def save(self, folder: str | Path) -> None:
+        """Write dataset.csv and dataset.json; image and mask paths are stored relative to a dataset root.
+
+        The root is `self.root`, or else the folder holding all images (and masks). dataset.json records
+        it relative to the project folder when it lies in the same home (they move together), else as
+        an absolute path (`spuraudit relocate` points it elsewhere). Paths outside the root stay absolute.
+        """
         folder = Path(folder)
         folder.mkdir(parents=True, exist_ok=True)
-        write_text_atomic(folder / TABLE_CSV, self.frame.to_csv(index=False))
+        columns = [c for c in PATH_COLUMNS if c in self.frame]
+        root = Path(self.root) if self.root is not None else _common_folder(self.frame, columns)
+        frame = self.frame
+        if root is not None:
+            frame = frame.assign(**{c: _relative_column(frame[c], root) for c in columns})
+        write_text_atomic(folder / TABLE_CSV, frame.to_csv(index=False))
         meta = {
             "class_names": self.class_names,
             "group_columns": self.group_columns,
             "skipped": [list(s) for s in self.skipped],
             "source": self.source,
         }
+        if root is not None:
+            meta["root"] = root_for_meta(folder, root)
         write_text_atomic(folder / TABLE_META, json.dumps(meta, indent=1))
 
     @classmethod
@@ -180,12 +194,18 @@ class ImageTable:
         meta = json.loads((folder / TABLE_META).read_text())
         frame = pd.read_csv(folder / TABLE_CSV, keep_default_na=True)
         frame["split"] = frame["split"].astype(str)
+        root = dataset_root(folder, meta)
+        if root is not None:  # tables of earlier versions hold absolute paths and no root
+            for c in PATH_COLUMNS:
+                if c in frame:
+                    frame[c] = _absolute_column(frame[c], root, meta.get("csv_root"))
         table = cls(
             class_names=meta["class_names"],
             frame=frame,
             group_columns=meta.get("group_columns", []),
             skipped=[tuple(s) for s in meta.get("skipped", [])],
             source=meta.get("source", ""),
+            root=root,
         )
         table._folder = folder  # its identity is the saved file's (content_hash)
         return table
@@ -222,3 +242,60 @@ def table_identity(folder: str | Path) -> str:
     except OSError:
         pass  # a read-only project still opens; it hashes the file each time
     return digest
+
+
+# ---- dataset root ---------------------------------------------------------------------------------
+PATH_COLUMNS = ("path", "mask_path")
+
+
+def dataset_root(folder: Path, meta: dict) -> Path | None:
+    """The absolute dataset root recorded in dataset.json (relative entries: to the project folder)."""
+    root = meta.get("root")
+    if not root:
+        return None
+    root = Path(root)
+    return root if root.is_absolute() else Path(os.path.normpath(folder.absolute() / root))
+
+
+def root_for_meta(folder: Path, root: Path) -> str:
+    """`root` as dataset.json stores it: relative to the project folder when both lie in one home."""
+    folder, root = Path(os.path.abspath(folder)), Path(os.path.abspath(root))
+    home = folder.parent.parent
+    if root == home or home in root.parents:
+        return os.path.relpath(root, folder)
+    return str(root)
+
+
+def _common_folder(frame: pd.DataFrame, columns: list[str]) -> Path | None:
+    values = pd.concat([frame[c].dropna().astype(str) for c in columns]) if columns else pd.Series([], dtype=str)
+    values = values[values.str.startswith("/")]
+    if values.empty:
+        return None
+    parents = values.str.rsplit("/", n=1).str[0].unique()  # one entry per folder, not per image
+    return Path(os.path.commonpath(list(parents)) or "/")
+
+
+def _relative_column(column: pd.Series, root: Path) -> pd.Series:
+    prefix = str(root).rstrip("/") + "/"
+    text = column.astype(object)
+    inside = text.notna() & text.astype(str).str.startswith(prefix)
+    out = text.copy()
+    out[inside] = text[inside].astype(str).str.slice(len(prefix))
+    return out
+
+
+def _absolute_column(column: pd.Series, root: Path, csv_root: str | None) -> pd.Series:
+    """Stored paths -> absolute: relative ones joined to `root`; absolute ones under `csv_root` (an
+    old table's own folder, recorded by `spuraudit relocate`) moved to `root`; others unchanged."""
+    prefix = str(root).rstrip("/") + "/"
+    text = column.astype(object)
+    present = text.notna()
+    strings = text[present].astype(str)
+    out = text.copy()
+    relative = ~strings.str.startswith("/")
+    out[strings.index[relative]] = prefix + strings[relative]
+    if csv_root:
+        old = str(csv_root).rstrip("/") + "/"
+        moved = strings.str.startswith(old)
+        out[strings.index[moved]] = prefix + strings[moved].str.slice(len(old))
+    return out.astype(column.dtype)  # the dtype read_csv chose, as for tables without a root

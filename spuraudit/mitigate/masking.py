@@ -1,7 +1,8 @@
 """MaskTune's masks: XGradCAM heatmaps of the predicted class, thresholded per image, in raw pixel space.
 
 Everything runs on whole batches in the model's own input coordinates ([B, 3, H, W] in [0, 1], the
-tensor the model sees), in memory: no crops, no resizes of the mask, no image files. XGradCAM itself
+tensor the model sees): no crops, no resizes of the mask, no image files. A whole training set's
+masks are kept as bits, on disk for large sets (`PackedMasks`). XGradCAM itself
 comes from `pytorch-grad-cam`; this module only decides which gradients it needs and post-processes
 its maps on the batch:
 
@@ -21,8 +22,10 @@ Threshold rules (docs/methods.md §7.2):
 
 from __future__ import annotations
 
+import os
 from contextlib import contextmanager
 from dataclasses import dataclass
+from pathlib import Path
 
 import numpy as np
 import torch
@@ -190,32 +193,93 @@ class PackedMasks:
     """Masks of a whole training set, bool [N, H, W], held as bits (an eighth of a bool tensor's memory).
 
     `masks[positions]` -> bool tensor [B, H, W]; `masks.add(positions, new)` ORs new masks in.
+
+    With `path`, the bits live in a `.npy` file (uint8 [N, ceil(H·W/8)], loadable with `np.load`) and only
+    the rows asked for are read or written, so memory stays flat whatever N is: 1.28 M images at
+    224 × 224 take 7.5 GiB as bits, which belong on disk, not in RAM. Without `path`, in memory.
     """
 
-    def __init__(self, n: int, size):
+    def __init__(self, n: int, size, path: str | Path | None = None):
         self.size = (int(size[0]), int(size[1]))
         self._pixels = self.size[0] * self.size[1]
-        self.bits = np.zeros((n, -(-self._pixels // 8)), dtype=np.uint8)
+        self._n = int(n)
+        self._row = -(-self._pixels // 8)
+        self.path = None if path is None else Path(path)
+        self._fd = None
+        if self.path is None:
+            self.bits = np.zeros((self._n, self._row), dtype=np.uint8)
+            return
+        # Write the .npy header and size the file (sparse: unwritten rows read as zeros), then do plain
+        # positioned reads and writes: no mapping, so touched rows never pile up in the process's memory.
+        header = np.lib.format.open_memmap(self.path, mode="w+", dtype=np.uint8, shape=(self._n, self._row))
+        self._offset = header.offset
+        del header
+        self._fd = os.open(self.path, os.O_RDWR)
 
     def __len__(self) -> int:
-        return len(self.bits)
+        return self._n
+
+    def _runs(self, positions: np.ndarray):
+        """(start, stop, where) for each run of consecutive positions: one read or write per run."""
+        order = np.argsort(positions, kind="stable")
+        sorted_pos = positions[order]
+        breaks = np.flatnonzero(np.diff(sorted_pos) != 1) + 1
+        for part in np.split(np.arange(len(sorted_pos)), breaks):
+            if len(part) == 0:
+                continue
+            first = int(sorted_pos[part[0]])
+            yield first, first + len(part), order[part]
+
+    def _read_rows(self, positions: np.ndarray) -> np.ndarray:
+        if self._fd is None:
+            return self.bits[positions]
+        out = np.empty((len(positions), self._row), dtype=np.uint8)
+        for start, stop, where in self._runs(positions):
+            size = (stop - start) * self._row
+            data = os.pread(self._fd, size, self._offset + start * self._row)
+            if len(data) != size:
+                raise OSError(f"{self.path}: short read ({len(data)} of {size} bytes)")
+            out[where] = np.frombuffer(data, dtype=np.uint8).reshape(stop - start, self._row)
+        return out
+
+    def _write_rows(self, positions: np.ndarray, rows: np.ndarray) -> None:
+        if self._fd is None:
+            self.bits[positions] = rows
+            return
+        for start, stop, where in self._runs(positions):
+            os.pwrite(self._fd, np.ascontiguousarray(rows[where]).tobytes(), self._offset + start * self._row)
 
     def __getitem__(self, positions) -> torch.Tensor:
-        rows = np.unpackbits(self.bits[np.asarray(positions)], axis=1, count=self._pixels)
+        positions = np.asarray(positions, dtype=np.int64).reshape(-1)
+        if len(positions) and (positions.min() < 0 or positions.max() >= self._n):
+            raise IndexError(f"mask positions outside 0..{self._n - 1}")
+        rows = np.unpackbits(self._read_rows(positions), axis=1, count=self._pixels)
         return torch.from_numpy(rows.reshape(-1, *self.size).astype(bool))
 
     def add(self, positions, masks: torch.Tensor) -> None:
-        positions = np.asarray(positions)
+        positions = np.asarray(positions, dtype=np.int64).reshape(-1)
         merged = self[positions] | masks.cpu()
-        self.bits[positions] = np.packbits(merged.reshape(len(positions), -1).numpy(), axis=1)
+        self._write_rows(positions, np.packbits(merged.reshape(len(positions), -1).numpy(), axis=1))
 
     def shares(self, chunk: int = 4096) -> np.ndarray:
         """Masked share per image, float [N] (fraction of its pixels)."""
         out = np.empty(len(self), dtype=np.float64)
         for start in range(0, len(self), chunk):
-            rows = np.unpackbits(self.bits[start:start + chunk], axis=1, count=self._pixels)
-            out[start:start + chunk] = rows.mean(1)
+            stop = min(start + chunk, len(self))
+            rows = np.unpackbits(self._read_rows(np.arange(start, stop)), axis=1, count=self._pixels)
+            out[start:stop] = rows.mean(1)
         return out
+
+    def close(self) -> None:
+        if self._fd is not None:
+            os.close(self._fd)
+            self._fd = None
+
+    def __enter__(self) -> "PackedMasks":
+        return self
+
+    def __exit__(self, *exc) -> None:
+        self.close()
 
 
 def share_summary(share: torch.Tensor | np.ndarray) -> dict:
