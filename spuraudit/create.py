@@ -581,7 +581,7 @@ def _write_project(name: str, table: ImageTable, model_folder: Path, folder: Pat
     """Write the project under a hidden staging name and rename it into place. An existing project of
     that name (replace) is swapped out in the same way; its feature stores stay, its votes stay only when
     the model is the same, and everything else of it goes."""
-    from .project import DEFAULT_SETTINGS
+    from .settings import ProjectSettings
 
     projects = paths.projects_dir(base)
     projects.mkdir(parents=True, exist_ok=True)
@@ -589,7 +589,7 @@ def _write_project(name: str, table: ImageTable, model_folder: Path, folder: Pat
     old = Project.open(folder) if (folder / "project.json").is_file() else None
     if old is not None and not replace:  # created by someone else while this one ran
         project_folder_for(name, base, replace=False)  # raises, saying what to do
-    settings = {**DEFAULT_SETTINGS, **(old.settings if old else {})}
+    settings = old.settings if old else ProjectSettings()
     project = Project(folder=staging, name=name, model=str(model_folder.resolve()), settings=settings)
     aside: Path | None = None
     try:
