@@ -11,15 +11,18 @@ from ..project import Project
 from .state import load_model
 
 
-# Every ASCII punctuation mark Markdown (and Streamlit's extensions: `:red[...]`, `$math$`, emoji
-# shortcodes) gives a meaning to; a backslash before each makes it show as itself.
-_MARKDOWN_MARKS = re.compile(r"([\\`*_{}\[\]()<>#+\-.!|~:$&=\"'^])")
+# Marks that make Markdown (or Streamlit's extensions: `:red[...]`, `$math$`, emoji shortcodes) format, link
+# or embed anywhere in a line; a backslash before each makes it show as itself. Hyphens and dots are left
+# alone (class names like "digit 5-9"), except where a line starts as a list or a heading.
+_MARKDOWN_MARKS = re.compile(r"([\\`*_{}\[\]()<>!|~:$&#])")
+_LINE_START = re.compile(r"^(\d+)([.)])|^([-+=])")
 
 
 def plain(text) -> str:
     """User text (a project, class or annotator name) for Markdown, captions and titles: shown exactly as
     typed, never as formatting, a link or an image the browser would fetch (`![](http://...)`)."""
-    return _MARKDOWN_MARKS.sub(r"\\\1", " ".join(str(text).split()))
+    escaped = _MARKDOWN_MARKS.sub(r"\\\1", " ".join(str(text).split()))
+    return _LINE_START.sub(lambda m: f"{m.group(1)}\\{m.group(2)}" if m.group(1) else f"\\{m.group(3)}", escaped)
 
 
 def split_picker(audit: Audit, key: str = "split") -> str | None:
