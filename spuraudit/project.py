@@ -41,6 +41,10 @@ class Project:
     model: str  # model folder, absolute (project.json stores it relative to the home's models/ when inside)
     settings: ProjectSettings = field(default_factory=ProjectSettings)
 
+    def __post_init__(self):
+        if isinstance(self.settings, dict):  # from Python callers: checked like a project file's
+            self.settings = settings_from_dict(self.settings, str(Path(self.folder) / PROJECT_FILE))
+
     # ---- files -------------------------------------------------------------------------
     @classmethod
     def open(cls, folder: str | Path) -> "Project":

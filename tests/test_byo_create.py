@@ -227,7 +227,11 @@ def test_linear_probe_reaches_high_train_accuracy_and_is_an_ordinary_model(colou
     store = project.extract(num_workers=0)
     assert (np.asarray(store.preds)[table.split_mask("test")] == table.labels[table.split_mask("test")]).mean() >= 0.9
     features = np.asarray(store.features)
-    assert np.allclose(features @ store.head_weight.T + store.head_bias, np.asarray(store.logits), atol=1e-3)
+    # The store keeps features in float16 (relative error 2^-11), so the head reproduces the logits to within
+    # that rounding times the weights' size, and the predictions exactly.
+    recomputed = features.astype(np.float32) @ store.head_weight.T + store.head_bias
+    assert np.allclose(recomputed, np.asarray(store.logits), atol=0.1)
+    assert (recomputed.argmax(1) == np.asarray(store.preds)).all()
 
 
 def test_linear_probe_needs_a_training_split(tmp_path):
