@@ -70,7 +70,7 @@ def build(folder: Path, n: int, seed: int = 0, chunk: int = 32768) -> Path:
     import torch
 
     from spuraudit.data.table import ImageTable
-    from spuraudit.features import store_key, write_store
+    from spuraudit.features import write_store
     from spuraudit.featurestats import build_stats
     from spuraudit.labels import LabelStore, NewVote
     from spuraudit.modelio import ModelCard, build_audit_model, save_model
@@ -205,7 +205,7 @@ def measure(project_folder: Path, n_classes_timed: int = 5) -> dict:
     results: dict = {"memory_before": before}
     results["open"], audit = _timed(open_audit, peak=peak)
     store = audit.store
-    results["store_bytes"] = int(os.path.getsize(store.path / "features.npy") + os.path.getsize(store.path / "logits.npy"))
+    results["store_bytes"] = sum(os.path.getsize(store.path / name) for name in ("features.npy", "logits.npy"))
     results["open_numpy"], base = _timed(lambda: Baseline(store.path, store.head_weight, audit.spurious), peak=peak)
     results["table_load"], _ = _timed(lambda: audit.table, peak=peak)  # the CSV, parsed when paths are needed
     classes = sorted(audit.spurious)[:: max(1, len(audit.spurious) // n_classes_timed)][:n_classes_timed]

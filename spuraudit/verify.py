@@ -41,7 +41,8 @@ class VerifyReport:
             lines.append("this store kept no record of the files; their current sizes and times are now the record")
         if self.ok:
             lines.append("nothing changed since the features were extracted")
-        for kind, count, paths in (("missing", self.n_missing, self.missing), ("changed", self.n_changed, self.changed)):
+        kinds = (("missing", self.n_missing, self.missing), ("changed", self.n_changed, self.changed))
+        for kind, count, paths in kinds:
             if count:
                 lines.append(f"{count} image(s) {kind}" + (" (first ones listed)" if count > len(paths) else "") + ":")
                 lines.extend(f"  {p}" for p in paths)

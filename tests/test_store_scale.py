@@ -23,7 +23,7 @@ import torch
 from spuraudit import analysis
 from spuraudit.audit import Audit
 from spuraudit.data.table import ImageTable
-from spuraudit.features import FeatureStore, extract_features, run_extraction, store_key, write_store
+from spuraudit.features import extract_features, run_extraction, store_key, write_store
 from spuraudit.featurestats import STATS_DIR, build_stats
 from spuraudit.modelio import load_model
 from spuraudit.project import Project
