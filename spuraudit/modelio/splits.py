@@ -8,7 +8,7 @@ from typing import Callable
 from torch import nn
 
 from .adapter import GlobalAveragePool
-from .architecture import Split
+from .architecture import Split, UnknownArchitecture
 
 
 # ---- torchvision family splits -------------------------------------------------------------------
