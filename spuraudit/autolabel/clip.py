@@ -370,7 +370,7 @@ class ClipLabeler(AutoLabeler):
     declared_options = (
         Option("concepts", "", "Concepts the features might look at instead of the class, one a line; end one "
                                "with '| separate_object' for an object (default: background).", multiline=True,
-               label="Concepts"),
+               kind=object, label="Concepts"),  # text, or from Python a list of texts or {text, answer} dicts
         Option("class_prompts", None, "Each class as text (default: its name).", kind=dict, per_class=True,
                label="as text"),
         Option("model_name", DEFAULT_MODEL, "An open_clip architecture, or local-dir:/folder with "

@@ -152,7 +152,7 @@ class SegmentationLabeler(AutoLabeler):
                label="Local checkpoint file"),
         Option("seg_target", FOREGROUND, "The object: 'foreground' (anything but class 0), a class index, or a "
                                          "VOC name such as 'bird'.", when=("mask_source", "model"),
-               label="Object = class"),
+               kind=object, label="Object = class"),  # from Python also an int, or {audited class: target}
     )
 
     @staticmethod

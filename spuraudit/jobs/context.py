@@ -6,7 +6,7 @@
         return {"epochs": epochs}
 
 Cancelling a running job works two ways. The worker always stops the job's process (SIGTERM,
-which the runner turns into `JobCancelled` so `finally` blocks and `atomic_output_dir` clean up;
+which the runner turns into `JobCancelled` so `finally` blocks and `spuraudit.atomic.atomic_dir` clean up;
 then SIGKILL after a grace period). Jobs may also poll `cancelled()` / `check_cancelled()` to stop
 at a convenient point; `iterate` does so before every item.
 """

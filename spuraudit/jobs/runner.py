@@ -5,7 +5,7 @@ and watches it. The runner imports the job's function, calls it with a `JobConte
 the outcome into the row itself: the result (done), the full traceback (failed), or cancelled.
 
 - SIGTERM (the worker's cancel) becomes `JobCancelled` in the job, so `finally` blocks and
-  `atomic_output_dir` clean up before the process exits.
+  `spuraudit.atomic.atomic_dir` clean up before the process exits.
 - If the worker dies, the runner notices (its parent changes), stops the job the same way and
   marks it failed: an orphaned job must not keep running, or finish, unobserved.
 """
