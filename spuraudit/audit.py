@@ -123,7 +123,7 @@ class Audit:
 
     # ---- top features ----------------------------------------------------------------------
     def importance(self, split: str | None, mode: str = "correct") -> np.ndarray:
-        """I [C, D] over the images of `split` (methods section 2), from the stored class means."""
+        """I [C, D] over the images of `split` (docs/methods.md §2), from the stored class means."""
         return analysis.importance_from_means(self.stats.all_means(split, mode), self.store.head_weight)
 
     def importance_of_class(self, class_index: int, split: str | None, mode: str = "correct") -> np.ndarray:
@@ -174,7 +174,7 @@ class Audit:
 
     # ---- spuriosity ------------------------------------------------------------------------
     def _fit_split(self, split: str | None) -> str | None:
-        """The split whose μ, σ standardise `split` (the 'stats' setting; methods section 5)."""
+        """The split whose μ, σ standardise `split` (the 'stats' setting; docs/methods.md §5)."""
         fit = "train" if "train" in self.stats.splits else None
         if self.project.settings.get("stats", "train") == "train" and fit is not None:
             return fit
@@ -258,11 +258,9 @@ class Audit:
         """Accuracy per group (class × attribute values) in points, with counts."""
         m = self.split_mask(split)
         ids, names = self.table.group_ids()
-        rows = []
-        for g, name in enumerate(names):
-            sel = m & (ids == g)
-            if sel.any():
-                rows.append({"group": name, "n": int(sel.sum()), "accuracy": 100.0 * self.correct[sel].mean()})
+        per_group = analysis.group_accuracies(self.correct[m], ids[m])
+        counts = np.bincount(ids[m], minlength=len(names))
+        rows = [{"group": names[g], "n": int(counts[g]), "accuracy": acc} for g, acc in sorted(per_group.items())]
         return pd.DataFrame(rows)
 
     def summary(self, split: str | None = None) -> dict:
@@ -278,5 +276,6 @@ class Audit:
         if self.table.group_columns:
             groups = self.group_table(split)
             out["group_accuracy"] = dict(zip(groups["group"], groups["accuracy"]))
-            out["worst_group_accuracy"] = float(groups["accuracy"].min())
+            ids, _ = self.table.group_ids()
+            out["worst_group_accuracy"] = analysis.worst_group_accuracy(self.correct[m], ids[m])
         return out

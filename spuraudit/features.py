@@ -21,17 +21,17 @@ import shutil
 import time
 from dataclasses import dataclass
 from pathlib import Path
-from typing import Callable, Iterable
+from typing import Iterable
 
 import numpy as np
 import torch
 
+from .common import Progress
 from .data.images import ImageTensorDataset
 from .data.table import ImageTable
 from .modelio import AuditModel, weights_hash
 from .training import pick_device
 
-Progress = Callable[[float, str], None]
 
 FEATURE_DTYPE = np.float16
 PROGRESS_FILE = "progress.json"

@@ -1,4 +1,4 @@
-"""Percentile bootstrap confidence intervals for gaps and means (methods section 6).
+"""Percentile bootstrap confidence intervals for gaps and means (docs/methods.md §6).
 
 Every function takes a `seed` and gives the same interval for the same inputs and seed. Resamples
 are drawn all at once (no Python loop over resamples).

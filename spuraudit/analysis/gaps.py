@@ -1,4 +1,4 @@
-"""Spurious gaps: accuracy where a cue is strongest minus accuracy where it is weakest (methods section 6).
+"""Spurious gaps: accuracy where a cue is strongest minus accuracy where it is weakest (docs/methods.md §6).
 
 All gaps are in percentage POINTS (accuracy 0-100). For a class with `n_c` scored images the sets
 are High = its top-`k_c` images and Low = its bottom-`k_c` images with `k_c = min(k, ⌊n_c / 2⌋)`, so

@@ -1,4 +1,4 @@
-"""Which neural features matter for which class (methods section 2).
+"""Which neural features matter for which class (docs/methods.md §2).
 
 `I[c, d] = mean over x in S_c of r_d(x) · W[c, d]`, where `r_d(x)` is the pooled feature `d` of image
 `x`, `W` the head's weight matrix and `S_c` the set of images the mean runs over. `S_c` is a choice

@@ -1,4 +1,4 @@
-"""Spuriosity scores and rankings (methods section 5).
+"""Spuriosity scores and rankings (docs/methods.md §5).
 
 For an image `x` labelled `c`, with `F_c` the features marked spurious for `c`,
 
