@@ -89,12 +89,15 @@ class ImageTable:
     def content_hash(self) -> str:
         """Cache key: paths, labels and each file's size and mtime (cheap, changes when files change)."""
         h = hashlib.sha256()
+        prefix = None if self.root is None else str(self.root).rstrip("/") + "/"
         for path, label in zip(self.frame["path"], self.frame["label"]):
             try:
                 st = os.stat(path)
                 stamp = f"{st.st_size}:{st.st_mtime_ns}"
             except OSError:
                 stamp = "missing"
+            if prefix and path.startswith(prefix):  # as stored: a moved or copied project keeps its key
+                path = path[len(prefix):]
             h.update(f"{path}\t{label}\t{stamp}\n".encode())
         return h.hexdigest()[:16]
 
