@@ -154,12 +154,15 @@ class ImageTable:
         Only for finding stores made by those versions, once per project; it stats every image.
         """
         h = hashlib.sha256()
+        prefix = None if self.root is None else str(self.root).rstrip("/") + "/"
         for path, label in zip(self.frame["path"], self.frame["label"]):
             try:
                 st = os.stat(path)
                 stamp = f"{st.st_size}:{st.st_mtime_ns}"
             except OSError:
                 stamp = "missing"
+            if prefix and path.startswith(prefix):  # as stored: a moved or copied project keeps its key
+                path = path[len(prefix):]
             h.update(f"{path}\t{label}\t{stamp}\n".encode())
         return h.hexdigest()[:16]
 
