@@ -8,6 +8,7 @@ import plotly.express as px
 import plotly.graph_objects as go
 import streamlit as st
 
+from spuraudit.analysis import accuracy_along_ranking
 from spuraudit.ui import cache
 from spuraudit.ui.nav import page_setup
 from spuraudit.ui.state import load_model, require_project
@@ -71,10 +72,10 @@ order, scores = cache.ranking(audit, class_index, split)
 correct = audit.correct[order]
 
 # Accuracy along the ranking: where does the model start to fail?
-bins = min(10, max(2, len(order) // 20))
-deciles = pd.DataFrame({"bin": pd.qcut(np.arange(len(order)), bins, labels=False), "correct": correct})
-curve = deciles.groupby("bin")["correct"].mean().mul(100).reset_index()
-curve["position"] = [f"{int(100 * b / bins)}-{int(100 * (b + 1) / bins)} %" for b in curve["bin"]]
+_, _, accuracy = accuracy_along_ranking(correct)
+bins = len(accuracy)
+curve = pd.DataFrame({"position": [f"{int(100 * b / bins)}-{int(100 * (b + 1) / bins)} %" for b in range(bins)],
+                      "correct": accuracy})
 fig2 = px.line(curve, x="position", y="correct", markers=True, range_y=[0, 105],
                labels={"correct": "accuracy (%)", "position": "spuriosity percentile (low → high)"})
 fig2.update_layout(height=260, margin=dict(t=10, b=10))
