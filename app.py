@@ -15,6 +15,7 @@ from spuraudit.project import list_projects
 from spuraudit.ui import cache
 from spuraudit.ui import jobs as ui_jobs
 from spuraudit.ui.auth import allowed, pickle_trust_offered, server_path
+from spuraudit.ui.image_check import image_check_panel
 from spuraudit.ui.nav import page_setup
 from spuraudit.ui.widgets import plain
 from spuraudit.ui.state import load_model, project_choice
@@ -125,6 +126,8 @@ else:
         fig.update_layout(height=320, margin=dict(t=10, b=10))
         st.plotly_chart(fig, width="stretch")
     st.page_link("pages/features.py", label="Next: the features each class relies on", icon=":material/manage_search:")
+
+image_check_panel(project)
 
 with st.expander("Dataset"):
     counts = table.frame.groupby(["split", "label"]).size().unstack(fill_value=0)

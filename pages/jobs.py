@@ -21,6 +21,13 @@ st.caption(
 queue = ui_jobs.queue()
 queue.recover_stale()
 
+lost = queue.lost_notes()
+if lost:  # the job list was lost and recreated: say so, or those jobs would silently vanish from the list
+    st.warning(f"The job list was lost and recreated {len(lost)} time{'s' if len(lost) != 1 else ''}; "
+               "jobs listed before that are no longer shown (their folders and logs are kept).")
+    with st.expander("What was lost"):
+        st.code("\n".join(lost[-50:]), language="text")
+
 from spuraudit.jobs import live_workers  # noqa: E402
 
 workers = live_workers(paths.jobs_db())

@@ -47,7 +47,7 @@ if flash:
 @st.cache_data(show_spinner=False, max_entries=256)
 def _thumbnails(folder: str, indices: tuple[int, ...]) -> list[np.ndarray]:
     """Display copies of dataset images (folder keys the cache per project)."""
-    return [upscale_for_display(np.asarray(load_rgb(audit.table.paths[i])), 96) for i in indices]
+    return [upscale_for_display(np.asarray(load_rgb(audit.table.path(i))), 96) for i in indices]
 
 
 def _class_examples(folder: str, class_index: int, split_name: str | None, n: int = 6) -> list[np.ndarray]:

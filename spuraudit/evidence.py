@@ -58,20 +58,22 @@ def pair_evidence(audit: Audit, model: AuditModel, input_size, class_index: int,
                   split: str | None = None, mode: str = "correct") -> PairEvidence:
     top = audit.feature_images(class_index, feature, k, split, mode, largest=True)
     bottom = audit.feature_images(class_index, feature, k, split, mode, largest=False)
-    paths = audit.table.paths
-    x_top = load_batch([paths[i] for i in top], input_size)
-    x_bottom = load_batch([paths[i] for i in bottom], input_size)
+    table = audit.table
+    x_top = load_batch([table.path(int(i)) for i in top], input_size)
+    x_bottom = load_batch([table.path(int(i)) for i in bottom], input_size)
     model.eval()
     nam_maps = (explain.nam_for_feature(model, x_top, feature) if len(top)
                 else np.zeros((0, *input_size), dtype=np.float32))
-    acts = np.asarray(audit.features[:, feature])
+    # only the chosen rows of the column (a whole column reads the whole store at ImageNet size)
+    top_acts = np.asarray(audit.features[top, int(feature)]) if len(top) else np.zeros(0, np.float16)
+    bottom_acts = np.asarray(audit.features[bottom, int(feature)]) if len(bottom) else np.zeros(0, np.float16)
     return PairEvidence(
         class_index=class_index,
         feature=feature,
         top=top,
         bottom=bottom,
-        top_activation=acts[top],
-        bottom_activation=acts[bottom],
+        top_activation=top_acts,
+        bottom_activation=bottom_acts,
         images=_display(x_top),
         nams=_overlays(x_top, nam_maps),
         nam_maps=np.asarray(nam_maps),
@@ -82,7 +84,7 @@ def pair_evidence(audit: Audit, model: AuditModel, input_size, class_index: int,
 def cam_overlays(audit: Audit, model: AuditModel, input_size, indices: np.ndarray, class_index: int,
                  method: str = "gradcam") -> list[np.ndarray]:
     """The class's CAM on the given images, as display overlays."""
-    x = load_batch([audit.table.paths[i] for i in indices], input_size)
+    x = load_batch([audit.table.path(int(i)) for i in indices], input_size)
     if not len(x):
         return []
     maps = explain.class_activation_maps(model, x, [class_index] * len(x), method=method)
@@ -97,7 +99,7 @@ def attack_images(audit: Audit, model: AuditModel, input_size, indices: np.ndarr
     if cache is not None and cache.is_file():
         adv = np.load(cache)
     else:
-        x = load_batch([audit.table.paths[i] for i in indices], input_size)
+        x = load_batch([audit.table.path(int(i)) for i in indices], input_size)
         if not len(x):
             return []
         result = explain.feature_attack(model, x, feature, steps=steps)

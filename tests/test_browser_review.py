@@ -130,19 +130,19 @@ def test_a_vote_in_the_browser_survives_a_reload(demo_copy):
         shot = screenshot(page, "review-page")  # the whole page
         assert shot.stat().st_size > 20_000
 
-        # A teammate in another browser against the same server: the name field is prefilled with the
-        # last name used on the project, with a hint to change it; once they type theirs, the vote above
-        # counts as someone else's.
+        # A teammate in another browser against the same server: the name field starts empty (never the
+        # last visitor's name), which is offered as an "I am ana" button; once they type theirs, the vote
+        # above counts as someone else's.
         mate = page.context.browser.new_page(viewport={"width": 1400, "height": 1000})
         mate.goto(f"{url}/review?project=demo", wait_until="domcontentloaded")
         mate_name = mate.get_by_role("textbox", name="Your name", exact=True)
-        expect(mate_name).to_have_value("ana", timeout=SLOW)
-        expect(mate.get_by_text("The last name used on this project.")).to_be_visible(timeout=SLOW)
+        expect(mate.get_by_role("button", name="I am ana")).to_be_visible(timeout=SLOW)
+        expect(mate_name).to_have_value("")
         mate_name.fill("bo")
         mate_name.press("Enter")
         expect(_metric(mate, "Reviewed by you")).to_have_text(f"0 of {total}", timeout=SLOW)
         expect(_metric(mate, "Reviewed (any person)")).to_have_text(f"1 of {total}")
-        expect(mate.get_by_text("The last name used on this project.")).to_have_count(0)
+        expect(mate.get_by_role("button", name="I am ana")).to_have_count(0)
         mate.wait_for_url(re.compile(r"annotator=bo"), timeout=SLOW)
         assert store.get_setting("annotator") == "bo"
         # ana's reload keeps ana (from her address), not the teammate's name from the store.

@@ -568,6 +568,31 @@ def test_random_bytes_are_not_a_checkpoint(world, capsys):
     world.assert_nothing_half_made()
 
 
+@bad_input("checkpoints", "a state dict whose float weights were saved as int64 (a conv weight) and bool (a bias)",
+           "refused, naming each tensor with its dtype and the dtype the model expects (integer buffers such "
+           "as BatchNorm's counter still load); no project or model folder is made")
+def test_integer_and_bool_weights_are_refused(world, capsys):
+    from spuraudit.modelio.digitnet import DigitNet
+
+    data = _colour_folder(world.inputs / "data", per_class=2)
+    torch.manual_seed(0)
+    state = DigitNet(2).state_dict()
+    state["features.0.weight"] = (state["features.0.weight"] * 10).to(torch.int64)
+    state["fc.bias"] = state["fc.bias"] > 0
+    state["features.1.num_batches_tracked"] = torch.tensor(7, dtype=torch.int32)  # an integer buffer: fine
+    weights = world.inputs / "weights.pt"
+    torch.save(state, weights)
+    world.freeze()
+    code, _, err = _create(world, capsys, "ints", data, weights)
+    assert code == 2, err
+    assert "features.0.weight: checkpoint int64 where the model expects float32" in err
+    assert "fc.bias: checkpoint bool where the model expects float32" in err
+    assert "num_batches_tracked" not in err
+    assert not (world.home / "projects").exists() and not (world.home / "models").exists()
+    world.assert_outside_untouched()
+    world.assert_nothing_half_made()
+
+
 @bad_input("options", "`spuraudit mitigate -o lr=nan` (and `inf`)",
            "refused before any work: the message names the option and asks for a finite number")
 @pytest.mark.parametrize("value", ["nan", "NaN", "Infinity", "-inf"])

@@ -108,3 +108,27 @@ def test_listing_finds_the_mitigated_models(labelled_demo, head_tuned):
     project, _ = labelled_demo
     found = [folder for folder, _ in list_mitigated_models(project)]
     assert head_tuned in found
+
+
+def test_a_derived_store_is_written_with_its_statistics(demo_home, tmp_path):
+    """The derived store's per-class statistics exist as soon as it is written and match its new predictions."""
+    from spuraudit.featurestats import STATS_DIR, StoreStats, compute_stats, table_split_ids
+    from spuraudit.mitigate.store import derive_head_store
+
+    project, _ = private_demo(demo_home, tmp_path, label_cue=False)
+    model, card = load_model(project.model_folder)
+    parent = project.feature_store()
+    with torch.no_grad():
+        model.head.weight.mul_(-1.0)  # another head: other predictions, so other "correct"/"predicted" sets
+    store = derive_head_store(project, parent, model, card.input_size)
+    assert (store.path / STATS_DIR / "stats.json").is_file()  # before anything opened the store for an audit
+    stats = StoreStats.open(store.path / STATS_DIR)
+    assert stats.info["table"] == project.table.content_hash()
+    names, split_ids = table_split_ids(project.table)
+    expected = compute_stats(store.features, np.asarray(store.preds), project.table.labels, names, split_ids,
+                             int(store.head_weight.shape[0]))
+    assert not np.array_equal(np.asarray(store.preds), np.asarray(parent.preds))
+    for name in ("count_correct", "count_predicted", "count_labelled"):
+        np.testing.assert_array_equal(np.load(store.path / STATS_DIR / f"{name}.npy"), expected[name])
+    np.testing.assert_allclose(np.load(store.path / STATS_DIR / "mean_correct.npy"), expected["mean_correct"],
+                               equal_nan=True)

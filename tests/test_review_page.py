@@ -81,8 +81,15 @@ def test_the_name_is_asked_once_and_kept(review_project):
     at.sidebar.text_input(key="reviewer").set_value("bo").run()
     assert not at.button(key="vote-main_object").disabled
     assert review_project.labels().get_setting("annotator") == "bo"
-    again = _page()  # a new session finds the name in the label store
+    again = _page()  # a new session is offered the remembered name, never given it unasked
+    assert again.sidebar.text_input(key="reviewer").value == ""
+    assert again.button(key="vote-main_object").disabled  # no votes under the last visitor's name
+    claim = again.sidebar.button(key="review_claim_name")
+    assert claim.label == "I am bo"
+    claim.click().run()
     assert again.sidebar.text_input(key="reviewer").value == "bo"
+    assert not again.button(key="vote-main_object").disabled
+    assert not [b for b in again.sidebar.button if b.key == "review_claim_name"]  # the offer is gone once named
     again.sidebar.text_input(key="reviewer").set_value("auto:me").run()
     assert again.button(key="vote-main_object").disabled  # machine names are not for people
 

@@ -273,10 +273,10 @@ class AutoLabeler:
 
         indices = np.asarray(audit.feature_images(class_index, feature, self.images_per_pair, split, mode),
                              dtype=np.int64)
-        images = load_batch([audit.table.paths[i] for i in indices], input_size)
+        images = load_batch([audit.table.path(int(i)) for i in indices], input_size)
         nams = (nam_for_feature(model, images, feature) if len(indices)
                 else np.zeros((0, *input_size), dtype=np.float32))
-        activation = np.asarray(audit.features[:, feature])[indices] if len(indices) else np.zeros(0)
+        activation = np.asarray(audit.features[indices, int(feature)]) if len(indices) else np.zeros(0)
         return PairImages(class_index, feature, indices, np.asarray(activation, dtype=np.float64), images,
                           np.asarray(nams, dtype=np.float32), split, mode)
 

@@ -430,7 +430,7 @@ class ClipLabeler(AutoLabeler):
         self._concept_emb = self._clip.encode_texts([c.text for c in self.concepts], self.template)
 
     def judge(self, audit, pair: PairImages) -> Proposal:
-        originals = [_load_original(audit.table.paths[int(i)]) for i in pair.indices]
+        originals = [_load_original(audit.table.path(int(i))) for i in pair.indices]
         views = [nam_views(image, nam) for image, nam in zip(originals, pair.nams)]
         flat = [v[name] for v in views for name in VIEWS]
         image_emb = self._clip.encode_images(flat)
@@ -518,12 +518,12 @@ def compute_concept_similarities(project, concepts: Any, model_name: str = DEFAU
     table = project.table
     rows = np.flatnonzero(table.split_mask(split))
     text_emb = clip.encode_texts(names, template)
-    sims = np.full((len(table.paths), len(names)), np.nan, dtype=np.float32)
+    sims = np.full((len(table), len(names)), np.nan, dtype=np.float32)
     for start in range(0, len(rows), batch_size):
         if check_cancelled is not None:
             check_cancelled()
         chunk = rows[start:start + batch_size]
-        emb = clip.encode_images([_load_original(table.paths[int(i)]) for i in chunk], batch_size)
+        emb = clip.encode_images([_load_original(table.path(int(i))) for i in chunk], batch_size)
         sims[chunk] = cosine_similarity(emb, text_emb)
         report(min(start + batch_size, len(rows)) / max(len(rows), 1),
                f"CLIP concept scores: {min(start + batch_size, len(rows))}/{len(rows)} images")

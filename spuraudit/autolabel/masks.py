@@ -74,7 +74,7 @@ class DatasetMasks(MaskSource):
         for row, i in enumerate(indices):
             path = column.iloc[int(i)]
             if not isinstance(path, str) or not path:
-                raise AutoLabelError(f"image {int(i)} ({table.paths[int(i)]}) has no mask_path.")
+                raise AutoLabelError(f"image {int(i)} ({table.path(int(i))}) has no mask_path.")
             out[row] = load_mask(path, size)
         return out
 

@@ -20,6 +20,7 @@ import torch
 
 from ..atomic import atomic_dir
 from ..features import FeatureStore, store_key
+from ..featurestats import build_stats
 from ..modelio import AuditModel, weights_hash
 from ..project import Project
 
@@ -58,6 +59,8 @@ def derive_head_store(project: Project, parent: FeatureStore, model: AuditModel,
     try:
         with atomic_dir(final) as tmp:
             _write_head_store(tmp, parent, key, weight, bias, logits)
+            # the per-class statistics now, while the store is written, not on its first open
+            build_stats(FeatureStore.open(tmp), project.table)
     except FileExistsError:
         if not (final / "meta.json").is_file():  # a folder that is not a finished store is in the way
             raise

@@ -191,9 +191,17 @@ def fit_state_dict(net: nn.Module, state: dict[str, torch.Tensor], source: str |
         for k in expected
         if k in state and state[k].shape != expected[k].shape
     ]
+    # Integer or bool values where the model holds float weights would be cast without a word and give a
+    # model that computes nonsense; integer buffers (BatchNorm's counter) are left to load as they are.
+    dtypes = [
+        f"{k}: checkpoint {str(state[k].dtype).replace('torch.', '')} where the model expects "
+        f"{str(expected[k].dtype).replace('torch.', '')}"
+        for k in expected
+        if k in state and expected[k].is_floating_point() and not state[k].is_floating_point()
+    ]
     # BatchNorm's counter is harmless to lack (older checkpoints predate it).
     missing = [k for k in missing if not k.endswith("num_batches_tracked")]
-    if missing or unexpected or shapes:
+    if missing or unexpected or shapes or dtypes:
         def block(title, items):
             if not items:
                 return ""
@@ -205,6 +213,9 @@ def fit_state_dict(net: nn.Module, state: dict[str, torch.Tensor], source: str |
             + block("missing keys", missing)
             + block("unexpected keys", unexpected)
             + block("shape mismatches", shapes)
-            + "\nCheck the architecture name and the number of classes."
+            + block("integer or bool tensors where the model holds float weights", dtypes)
+            + "\nCheck the architecture name and the number of classes"
+            + ("; a checkpoint of float weights saved as integers or bools is damaged or not of this model."
+               if dtypes else ".")
         )
     net.load_state_dict(state, strict=False)

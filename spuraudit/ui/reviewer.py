@@ -1,8 +1,10 @@
 """Who is reviewing: the one place the review page learns the annotator's name.
 
 Asked once, kept in the session, the page's address (?annotator=) and the label store. The address
-belongs to one browser, so on a team each reviewer's reload keeps their own name; the label store only
-remembers the last name used on the project, for a visit without one. "review_name" is a plain session
+belongs to one browser, so on a team each reviewer's reload keeps their own name. The label store
+remembers the last name used on the project, but a visit without a name is never filled in with it (on a
+shared browser that would cast votes under someone else's name): it is offered as an "I am ..." button
+the person must click. "review_name" is a plain session
 key: it outlives the widget's own state when the reviewer visits another page and comes back (the
 address then no longer carries the name). Swapping how identity is obtained means changing this module.
 """
@@ -13,10 +15,11 @@ import streamlit as st
 
 from ..autolabel import MACHINE_PREFIX
 from .state import annotator_name, signed_in_name
+from .widgets import plain
 
 
-def _name_typed() -> None:
-    st.session_state["review_name_guessed"] = False
+def _claim_name(name: str) -> None:
+    st.session_state["reviewer"] = name  # a callback runs before the field is drawn, so it may set it
 
 
 def current_reviewer() -> str:
@@ -31,19 +34,21 @@ def reviewer_sidebar(project, labels) -> str:
         st.session_state["reviewer"] = signed_in_name()
     if "reviewer" not in st.session_state:
         known = st.session_state.get("review_name") or (st.query_params.get("annotator") or "").strip()
-        remembered = labels.get_setting("annotator") or project.settings.get("annotator") or ""
-        st.session_state["reviewer"] = known or remembered
-        st.session_state["review_name_guessed"] = bool(remembered) and not known
-    st.sidebar.text_input("Your name", key="reviewer", on_change=_name_typed, disabled=signed_in_name() is not None,
-                          help="Every vote carries it. Kept in this page's address (bookmark it) and for the next visit.")
+        st.session_state["reviewer"] = known
+    st.sidebar.text_input("Your name", key="reviewer", disabled=signed_in_name() is not None,
+                          help="Every vote carries it. Kept in this page's address (bookmark it) and offered on "
+                               "the next visit.")
     reviewer = annotator_name(st.session_state.get("reviewer", ""))
     if reviewer.startswith(MACHINE_PREFIX):
         st.sidebar.error(f"Names starting with '{MACHINE_PREFIX}' belong to the auto-labelers; choose another.")
         reviewer = ""
     st.session_state["review_name"] = reviewer
+    if not reviewer and signed_in_name() is None:
+        remembered = (labels.get_setting("annotator") or project.settings.get("annotator") or "").strip()
+        if remembered and not remembered.startswith(MACHINE_PREFIX):
+            st.sidebar.button(f"I am {plain(remembered)}", key="review_claim_name", on_click=_claim_name,
+                              args=(remembered,), help="The last name used on this project. Not you? Type yours.")
     if reviewer:
-        if st.session_state.get("review_name_guessed"):
-            st.sidebar.caption(f"The last name used on this project. Not **{reviewer}**? Type yours before voting.")
         if st.query_params.get("annotator") != reviewer:
             st.query_params["annotator"] = reviewer
         if labels.get_setting("annotator") != reviewer:
