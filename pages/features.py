@@ -39,6 +39,8 @@ annotator = st.sidebar.text_input("Your name (for labels)", key="annotator", dis
                                   value=signed_in_name() or project.settings.get("annotator") or "")
 
 triage_k = int(project.settings.get("triage_k", 25))
+# CAMs of small inputs take milliseconds; at 224 px a large model on a CPU needs seconds per image
+small_inputs = max(int(v) for v in (store.meta.get("input_size") or [224, 224])) <= 64
 top = cache.top_features(audit, class_index, k, split, mode, triage_k)
 if top.empty:
     st.warning("No images in S_c for this class and split: try another image set or split.")
@@ -86,7 +88,10 @@ for row in top.itertuples():
         with tabs[1]:
             image_row(ev.nams, acts)
         with tabs[2]:
-            image_row(cached_cams(audit, store.meta["key"], tuple(map(int, ev.top)), class_index, cam_method))
+            if small_inputs or st.toggle("Compute the class activation maps", key=f"cam-{class_index}-{d}",
+                                         help="A forward and backward pass per top image; seconds each for "
+                                              "large models on a CPU, so asked for rather than run on every visit."):
+                image_row(cached_cams(audit, store.meta["key"], tuple(map(int, ev.top)), class_index, cam_method))
         with tabs[3]:
             if st.toggle("Compute the feature attack", key=f"attack-{class_index}-{d}",
                          help="Gradient ascent on this feature's activation from each top image, 100 steps."):
