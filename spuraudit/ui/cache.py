@@ -22,6 +22,7 @@ import streamlit as st
 from ..audit import Audit
 from ..data.table import TABLE_CSV
 from ..project import PROJECT_FILE, Project
+from .state import stop_without_features
 
 
 def _file_stamp(path: Path) -> str:
@@ -80,13 +81,7 @@ def require_audit(project: Project) -> Audit:
     """The audit, or a notice that extraction has not run (never computes features here)."""
     audit = open_audit(project)
     if audit is None:
-        st.warning(
-            "Features for this model and dataset have not been extracted yet. Start the extraction on the "
-            "**Home** page (it runs in the background) or run `spuraudit extract --project "
-            f"{project.folder.name}`."
-        )
-        st.page_link("app.py", label="Go to Home", icon=":material/home:")
-        st.stop()
+        stop_without_features(project)
     return audit
 
 

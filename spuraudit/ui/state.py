@@ -74,14 +74,19 @@ def require_features(project: Project, model_folder: str | Path | None = None):
     """The project's feature store, or a notice that extraction has not run (never computes here)."""
     store = project.feature_store(model_folder)
     if store is None:
-        st.warning(
-            "Features for this model and dataset have not been extracted yet. Start the extraction on the "
-            "**Home** page (it runs in the background) or run `spuraudit extract --project "
-            f"{project.folder.name}`."
-        )
-        st.page_link("app.py", label="Go to Home", icon=":material/home:")
-        st.stop()
+        stop_without_features(project)
     return store
+
+
+def stop_without_features(project: Project) -> None:
+    """Say that extraction has not run, point at Home, and stop the page."""
+    st.warning(
+        "Features for this model and dataset have not been extracted yet. Start the extraction on the "
+        "**Home** page (it runs in the background) or run `spuraudit extract --project "
+        f"{project.folder.name}`."
+    )
+    st.page_link("app.py", label="Go to Home", icon=":material/home:")
+    st.stop()
 
 
 # ---- who is voting ---------------------------------------------------------------------------------
