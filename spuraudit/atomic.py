@@ -17,13 +17,14 @@ when a project is opened and when a job worker starts.
 
 from __future__ import annotations
 
+import json
 import os
 import re
 import secrets
 import shutil
 import tempfile
 import time
-from collections.abc import Iterator
+from collections.abc import Callable, Iterator
 from contextlib import contextmanager
 from pathlib import Path
 
@@ -153,3 +154,25 @@ def clean_stale_temp(parent: str | Path, grace_seconds: float = DEFAULT_GRACE_SE
             continue  # gone already, or not ours to remove
         removed.append(entry)
     return removed
+
+
+def remembered_beside(source: str | Path, cache: str | Path, compute: Callable[[], object]):
+    """`compute()`, remembered in the JSON file `cache` under `source`'s size and mtime.
+
+    One stat when the remembered value is current; otherwise computed and saved (a read-only folder
+    just computes it each time). For hashes and card fields that are slow to derive at ImageNet size.
+    """
+    st = Path(source).stat()
+    stamp = f"{st.st_size}:{st.st_mtime_ns}"
+    try:
+        data = json.loads(Path(cache).read_text())
+        if isinstance(data, dict) and data.get("stamp") == stamp and "value" in data:
+            return data["value"]
+    except (OSError, ValueError):
+        pass
+    value = compute()
+    try:
+        write_text_atomic(cache, json.dumps({"stamp": stamp, "value": value}))
+    except OSError:
+        pass
+    return value

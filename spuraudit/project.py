@@ -17,7 +17,7 @@ from pathlib import Path
 from typing import Callable
 
 from . import paths
-from .atomic import clean_stale_temp, write_text_atomic
+from .atomic import clean_stale_temp, remembered_beside, write_text_atomic
 from .data.table import ImageTable, table_identity
 from .features import FeatureStore, extract_features, store_index, store_key, write_store_index
 from .modelio import AuditModel, ModelCard, load_model, weights_hash
@@ -152,46 +152,21 @@ class Project:
     def _model_hash(self, model_folder: Path) -> str:
         """Weights hash, cached beside the weights (keyed by their size and mtime)."""
         weights = next(model_folder.glob("weights.*"), None)
-        stamp = ""
-        if weights is not None:
-            st = weights.stat()
-            stamp = f"{st.st_size}:{st.st_mtime_ns}"
-        cache = model_folder / ".weights-hash.json"
-        if cache.is_file():
-            data = json.loads(cache.read_text())
-            if data.get("stamp") == stamp:
-                return data["hash"]
-        model, _ = load_model(model_folder)
-        digest = weights_hash(model)
-        try:
-            tmp = model_folder / ".weights-hash.json.tmp"
-            tmp.write_text(json.dumps({"stamp": stamp, "hash": digest}))
-            os.replace(tmp, cache)
-        except OSError:
-            pass
-        return digest
+
+        def digest() -> str:
+            return weights_hash(load_model(model_folder)[0])
+
+        if weights is None:
+            return digest()
+        return str(remembered_beside(weights, model_folder / ".weights-hash.json", digest))
 
     @staticmethod
     def _input_size(model_folder: Path) -> list[int]:
         """The card's input size, cached beside it: parsing a card with 1,000 class names takes ~0.5 s."""
         card_file = model_folder / "model.yaml"
-        st = card_file.stat()
-        stamp = f"{st.st_size}:{st.st_mtime_ns}"
-        cache = model_folder / ".card-input-size.json"
-        try:
-            data = json.loads(cache.read_text())
-            if data.get("stamp") == stamp:
-                return list(data["input_size"])
-        except (OSError, ValueError, KeyError):
-            pass
-        size = list(ModelCard.from_yaml(card_file.read_text()).input_size)
-        try:
-            tmp = model_folder / ".card-input-size.json.tmp"
-            tmp.write_text(json.dumps({"stamp": stamp, "input_size": size}))
-            os.replace(tmp, cache)
-        except OSError:
-            pass
-        return size
+        size = remembered_beside(card_file, model_folder / ".card-input-size.json",
+                                 lambda: list(ModelCard.from_yaml(card_file.read_text()).input_size))
+        return list(size)
 
     @property
     def features_dir(self) -> Path:

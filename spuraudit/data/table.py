@@ -11,7 +11,7 @@ from pathlib import Path
 import numpy as np
 import pandas as pd
 
-from ..atomic import write_text_atomic
+from ..atomic import remembered_beside, write_text_atomic
 
 TABLE_CSV = "dataset.csv"
 TABLE_META = "dataset.json"
@@ -224,27 +224,15 @@ def table_identity(folder: str | Path) -> str:
     """
     folder = Path(folder)
     csv = folder / TABLE_CSV
-    st = csv.stat()
-    stamp = f"{st.st_size}:{st.st_mtime_ns}"
-    cache = folder / _IDENTITY_CACHE
-    try:
-        data = json.loads(cache.read_text())
-        if data.get("stamp") == stamp:
-            return str(data["hash"])
-    except (OSError, ValueError, KeyError):
-        pass
-    h = hashlib.sha256()
-    with open(csv, "rb") as fh:
-        for block in iter(lambda: fh.read(1 << 22), b""):
-            h.update(block)
-    digest = h.hexdigest()[:16]
-    try:
-        tmp = folder / (_IDENTITY_CACHE + ".tmp")
-        tmp.write_text(json.dumps({"stamp": stamp, "hash": digest}))
-        os.replace(tmp, cache)
-    except OSError:
-        pass  # a read-only project still opens; it hashes the file each time
-    return digest
+
+    def digest() -> str:
+        h = hashlib.sha256()
+        with open(csv, "rb") as fh:
+            for block in iter(lambda: fh.read(1 << 22), b""):
+                h.update(block)
+        return h.hexdigest()[:16]
+
+    return str(remembered_beside(csv, folder / _IDENTITY_CACHE, digest))
 
 
 # ---- dataset root ---------------------------------------------------------------------------------
