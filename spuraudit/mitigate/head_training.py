@@ -1,7 +1,14 @@
-"""Training a linear head on precomputed features, early-stopped on a held-out spurious gap.
+"""Training a linear head on precomputed features, early-stopped on held-out spurious gaps.
 
 Shared by head tuning, error tuning and DFR's SGD variant. The stopping split's High/Low sets are
 fixed up front (from the parent's spuriosity ranking), so each epoch costs one matrix product.
+
+Stopping looks at every ranked class's own gap (and at the gap a class's cue opens in another class,
+a collision), as the largest or the mean ABSOLUTE gap: a signed pool over classes lets a +90 gap
+cancel a −90 one and call an untouched head "fixed". An epoch may only be chosen if no class and no
+monitored group lost more than the allowed accuracy, so a head that predicts one class everywhere
+(whose gaps are all 0) is never chosen, and `HeadFit.helped` says plainly whether the chosen head is
+better than the starting one.
 """
 
 from __future__ import annotations
@@ -13,30 +20,53 @@ import numpy as np
 import torch
 from torch import nn
 
-from ..analysis.metrics import accuracy, high_low_gap
+from ..analysis.metrics import accuracy, group_accuracies, high_low_gap
 from .base import Progress
+
+GAP_STATISTICS = ("max", "mean")
 
 
 @dataclass
 class GapMonitor:
-    """Scores a head on a held-out split: accuracy and the pooled spurious gap on fixed sets.
+    """Scores a head on a held-out split: accuracies and spurious gaps on fixed sets.
 
     features: float [n, D] of the split's images; labels: int [n];
-    high / low: positions (into `features`) of the pooled High and Low sets.
-    Accuracies and gaps are in points. The head runs in torch; the figures come from
-    `spuraudit.analysis.metrics`, like every other reported accuracy and gap.
+    high / low: positions (into `features`) of the pooled High and Low sets;
+    sets: name -> (high positions, low positions), one entry per ranked class (and per collision:
+      another class's images ranked by a class's cue); without it the pooled sets are the only one;
+    group_ids: int [n] real group of each image (class × attribute), when the dataset has groups.
+    Accuracies and gaps are in points; the figures come from `spuraudit.analysis.metrics`.
     """
 
     features: torch.Tensor
     labels: torch.Tensor
     high: torch.Tensor
     low: torch.Tensor
+    sets: dict | None = None
+    group_ids: np.ndarray | None = None
+    statistic: str = "max"
 
     @torch.no_grad()
     def __call__(self, head: nn.Linear) -> dict:
-        correct = (head(self.features).argmax(1) == self.labels).cpu().numpy()
+        preds = head(self.features).argmax(1).cpu().numpy()
+        labels = self.labels.cpu().numpy()
+        correct = preds == labels
         acc_high, acc_low, gap = high_low_gap(correct, self.high.cpu().numpy(), self.low.cpu().numpy())
-        return {"accuracy": accuracy(correct), "gap": gap, "acc_high": acc_high, "acc_low": acc_low}
+        sets = self.sets or {"pooled": (self.high, self.low)}
+        gaps, set_accuracy = {}, []
+        for name, (hi, lo) in sets.items():
+            a_hi, a_lo, g = high_low_gap(correct, np.asarray(hi), np.asarray(lo))
+            gaps[str(name)] = g
+            set_accuracy += [a for a in (a_hi, a_lo) if np.isfinite(a)]
+        finite = [abs(g) for g in gaps.values() if np.isfinite(g)]
+        stop_gap = (max(finite) if self.statistic == "max" else float(np.mean(finite))) if finite else float("nan")
+        groups = group_accuracies(correct, self.group_ids) if self.group_ids is not None else {}
+        worst = min(groups.values()) if groups else (min(set_accuracy) if set_accuracy else float("nan"))
+        counts = np.bincount(preds, minlength=int(labels.max()) + 1 if len(labels) else 1)
+        return {"accuracy": accuracy(correct), "gap": gap, "acc_high": acc_high, "acc_low": acc_low,
+                "stop_gap": stop_gap, "class_gaps": gaps,
+                "class_accuracy": {int(c): a for c, a in group_accuracies(correct, labels).items()},
+                "worst_group": worst, "top_prediction_share": 100.0 * counts.max() / max(len(preds), 1)}
 
 
 @dataclass
@@ -44,11 +74,12 @@ class HeadFit:
     """Outcome of `fit_head`: the chosen head and how it was chosen.
 
     history: one row per epoch, epoch 0 being the starting head: epoch, loss (mean cross-entropy
-      over the epoch, NaN at 0), and the monitor's accuracy/gap/acc_high/acc_low (points);
-    chosen_epoch: the epoch whose head is returned; stop_reason: 'threshold' (first epoch with
-      |gap| < threshold), 'min_gap' (threshold never reached: the epoch with the smallest |gap|) or
-      'max_epochs' (no monitor: the last epoch). Only epochs within `max_accuracy_drop` of the starting
-    head's monitored accuracy qualify for either choice.
+      over the epoch, NaN at 0), and the monitor's figures (points);
+    chosen_epoch: the epoch whose head is returned; stop_reason: 'threshold' (first eligible epoch
+      whose stopping gap is below the threshold), 'min_gap' (threshold never reached: the eligible
+      epoch with the smallest stopping gap) or 'max_epochs' (no monitor: the last epoch);
+    helped: with a monitor, whether the chosen head is a real change for the better (a later epoch,
+      a smaller stopping gap, no monitored group worse); verdict: one line saying why or why not.
     """
 
     head: nn.Linear
@@ -56,11 +87,33 @@ class HeadFit:
     chosen_epoch: int = 0
     stop_reason: str = "max_epochs"
     steps_per_epoch: int = 1
+    helped: bool | None = None
+    verdict: str = ""
 
 
-def _abs_gap(row: dict) -> float:
-    gap = row.get("gap", float("nan"))
+def _stop_gap(row: dict) -> float:
+    gap = row.get("stop_gap", row.get("gap", float("nan")))
     return abs(gap) if np.isfinite(gap) else float("inf")
+
+
+def guard_failure(row: dict, start: dict, max_accuracy_drop: float, max_class_drop: float) -> str | None:
+    """Why an epoch's head may not be chosen (None when it may), against the starting head's figures.
+
+    Average accuracy may fall at most `max_accuracy_drop` points, each class's accuracy at most
+    `max_class_drop`, and the worst monitored group may not fall at all: the point of tuning is that
+    group. A head predicting (almost) one class for every image is refused outright."""
+    if row.get("accuracy", 0.0) < start.get("accuracy", 0.0) - max_accuracy_drop:
+        return f"average accuracy fell {start['accuracy'] - row['accuracy']:.1f} points"
+    for c, acc in row.get("class_accuracy", {}).items():
+        before = start.get("class_accuracy", {}).get(c, acc)
+        if acc < before - max_class_drop:
+            return f"class {c} accuracy fell {before - acc:.1f} points"
+    if np.isfinite(start.get("worst_group", np.nan)) and row.get("worst_group", 0.0) < start["worst_group"] - 1e-9:
+        return f"worst group fell {start['worst_group'] - row['worst_group']:.1f} points"
+    classes = len(row.get("class_accuracy", {}))
+    if classes >= 2 and row.get("top_prediction_share", 0.0) >= 99.0 and start.get("top_prediction_share", 0) < 99.0:
+        return "collapsed: one class predicted for every image"
+    return None
 
 
 def fit_head(
@@ -78,6 +131,7 @@ def fit_head(
     monitor: GapMonitor | None = None,
     gap_threshold: float = 5.0,
     max_accuracy_drop: float = float("inf"),
+    max_class_drop: float = float("inf"),
     frozen_rows: list[int] | None = None,
     progress: Progress | None = None,
 ) -> HeadFit:
@@ -88,10 +142,9 @@ def fit_head(
     the monitor checks the head after every epoch.
 
     frozen_rows: classes whose weight row and bias stay exactly as they were (restored after each
-    step, so weight decay and momentum cannot move them either).
-    max_accuracy_drop: points of monitored accuracy an epoch may lose against the starting head and
-    still be chosen. A head that predicts one class for everything has a gap of 0 (High and Low are
-    equally wrong), so without this guard the gap criterion can select a collapsed head.
+    step, so weight decay and momentum cannot move them either). In a softmax this does not freeze
+    those classes' predictions: they depend on the other rows too.
+    max_accuracy_drop / max_class_drop: see `guard_failure`; an epoch failing the guard is never chosen.
     """
     head = copy.deepcopy(head).float().train()
     original = {name: p.detach().clone() for name, p in head.named_parameters()}
@@ -101,22 +154,29 @@ def fit_head(
     n = len(features)
     steps_per_epoch = max(1, -(-n // batch_size))
     max_epochs = max(max_epochs, -(-min_steps // steps_per_epoch))
+    total_steps = max_epochs * steps_per_epoch
     history = [{"epoch": 0, "loss": float("nan"), **(monitor(head) if monitor else {})}]
-    # Only the best head so far is kept (smallest |gap|), not one per epoch: thousands of epochs of a
-    # 1000-class head would otherwise hold gigabytes.
-    best_state, best_epoch, best_gap = copy.deepcopy(head.state_dict()), 0, _abs_gap(history[0])
+    start = history[0]
+    # Only the best head so far is kept (smallest stopping gap), not one per epoch: thousands of epochs
+    # of a 1000-class head would otherwise hold gigabytes.
+    best_state, best_epoch, best_gap = copy.deepcopy(head.state_dict()), 0, _stop_gap(start)
     chosen, reason = None, "max_epochs"
+    refusals: dict[str, int] = {}
 
     def eligible(row: dict) -> bool:
-        return row.get("accuracy", 0.0) >= history[0].get("accuracy", 0.0) - max_accuracy_drop
+        why = guard_failure(row, start, max_accuracy_drop, max_class_drop)
+        if why:
+            key = why.split(" fell")[0]
+            refusals[key] = refusals.get(key, 0) + 1
+        return why is None
 
-    if monitor is not None and abs(history[0]["gap"]) < gap_threshold:
+    if monitor is not None and _stop_gap(start) < gap_threshold:
         chosen, reason = 0, "threshold"  # nothing to fix: the starting head already passes
     for epoch in range(1, max_epochs + 1 if chosen is None else 1):
         order = torch.randperm(n, generator=generator)
         total = 0.0
-        for start in range(0, n, batch_size):
-            idx = order[start:start + batch_size]
+        for begin in range(0, n, batch_size):
+            idx = order[begin:begin + batch_size]
             loss = loss_fn(head(features[idx]), labels[idx])
             opt.zero_grad(set_to_none=True)
             loss.backward()
@@ -128,12 +188,15 @@ def fit_head(
             total += loss.item() * len(idx)
         row = {"epoch": epoch, "loss": total / max(n, 1), **(monitor(head) if monitor else {})}
         history.append(row)
-        if monitor is not None and eligible(row) and _abs_gap(row) < best_gap:
-            best_state, best_epoch, best_gap = copy.deepcopy(head.state_dict()), epoch, _abs_gap(row)
+        ok = monitor is not None and eligible(row)
+        if ok and _stop_gap(row) < best_gap:
+            best_state, best_epoch, best_gap = copy.deepcopy(head.state_dict()), epoch, _stop_gap(row)
         if progress and (epoch % max(1, max_epochs // 100) == 0 or epoch == max_epochs):
-            gap = f", held-out gap {row['gap']:+.1f} pts" if monitor else ""
-            progress(epoch / max_epochs, f"epoch {epoch}/{max_epochs}: loss {row['loss']:.3f}{gap}")
-        if monitor is not None and abs(row["gap"]) < gap_threshold and eligible(row):
+            gap = f", held-out gap {row['stop_gap']:.1f} pts" if monitor else ""
+            # Steps, not epochs, are the budget a small tuning set is measured in.
+            progress(epoch / max_epochs, f"SGD step {epoch * steps_per_epoch}/{total_steps} "
+                                         f"({epoch} pass(es) over {n} images): loss {row['loss']:.3f}{gap}")
+        if ok and _stop_gap(row) < gap_threshold:
             chosen, reason = epoch, "threshold"
             break
     if chosen is None and monitor is not None:
@@ -141,11 +204,32 @@ def fit_head(
     elif chosen is None or chosen == len(history) - 1:
         chosen, best_state = len(history) - 1, head.state_dict()  # the last epoch: the head as it is
     head.load_state_dict(best_state)
-    return HeadFit(head=head.eval(), history=history, chosen_epoch=chosen, stop_reason=reason,
-                   steps_per_epoch=steps_per_epoch)
+    fit = HeadFit(head=head.eval(), history=history, chosen_epoch=chosen, stop_reason=reason,
+                  steps_per_epoch=steps_per_epoch)
+    if monitor is not None:
+        fit.helped, fit.verdict = _verdict(history, chosen, gap_threshold, refusals)
+    return fit
 
 
-def curve_for_card(history: list[dict], chosen: int, keys=("gap", "accuracy", "loss"), max_points: int = 200) -> dict:
+def _verdict(history: list[dict], chosen: int, threshold: float, refusals: dict) -> tuple[bool, str]:
+    """(helped, one line): did the chosen epoch change the head for the better on the held-out split?"""
+    start, end = history[0], history[chosen]
+    if chosen == 0:
+        if _stop_gap(start) < threshold:
+            return False, (f"did not help: nothing to fix, the starting head's held-out gap "
+                           f"({_stop_gap(start):.1f} points) is already under {threshold:g}")
+        why = (", ".join(f"{k} ({n} epochs)" for k, n in refusals.items()) if refusals
+               else "no epoch reduced the gap")
+        return False, f"did not help: no epoch improved on the starting head without a loss ({why})"
+    if _stop_gap(end) >= _stop_gap(start) - 1.0:
+        return False, (f"did not help: the held-out gap barely moved "
+                       f"({_stop_gap(start):.1f} -> {_stop_gap(end):.1f} points)")
+    return True, (f"helped: held-out gap {_stop_gap(start):.1f} -> {_stop_gap(end):.1f} points, worst group "
+                  f"{start.get('worst_group', float('nan')):.1f} -> {end.get('worst_group', float('nan')):.1f} %")
+
+
+def curve_for_card(history: list[dict], chosen: int, keys=("gap", "stop_gap", "worst_group", "accuracy", "loss"),
+                   max_points: int = 200) -> dict:
     """The training curve thinned to at most ~`max_points` epochs (the chosen and last ones always kept),
     as {'epoch': [...], key: [...]} lists with values rounded for a readable card."""
     epochs = np.unique(np.r_[np.linspace(0, len(history) - 1, min(max_points, len(history))).round().astype(int),

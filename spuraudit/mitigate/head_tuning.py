@@ -2,14 +2,21 @@
 
 The backbone stays frozen; the head, started from the model's own, is trained with SGD on the
 pooled features of the k lowest-spuriosity training images of each ranked class — the images where
-the class's spurious cues are weakest, so the head must lean on the rest. Training stops as soon as
-the spurious gap on the validation split falls below a threshold; the card reports test figures, so
+the class's spurious cues are weakest, so the head must lean on the rest — and, by default, on the
+collisions: images of OTHER classes on which a ranked class's cue fires (`collisions`). Those are the
+images the cue misleads most (it calls them the ranked class), and without them the head never sees
+the cue paired with another label. Training stops as soon as every monitored gap on the validation
+split is small (per class and per collision, as absolute values); the card reports test figures, so
 the split that stops training is never the split that reports.
 
-Tuning on ranked classes only can shift the class priors towards them; by default the other classes'
-head rows are frozen (`other_classes`). The alternative, a random sample of their training images,
-is offered but re-teaches the bias on a biased dataset: a random image of another class usually lacks
-the cue, so it tells the head "no cue, so another class" once more.
+Classes without spurious labels: by default a random sample of their training images joins the
+tuning set. Freezing their head rows instead does not keep their predictions: in a softmax the
+prediction depends on every row, and a set made of one class's images only teaches "say that class
+more" (on two classes, freezing class 1's row and tuning class 0's on class-0 images moves every
+class-1 image towards class 0).
+
+A run whose chosen head did not help (no epoch beat the starting head without a class or the worst
+group losing accuracy, or a collapsed head) raises a MitigationError saying so; no model is written.
 """
 
 from __future__ import annotations
@@ -22,6 +29,7 @@ import torch
 from ..modelio import load_model
 from ..project import Project
 from .base import SEED_OPTION, Mitigation, MitigationError, MitigationResult, Option, Progress, seed_everything, stage
+from .collisions import held_out_collision_sets, training_collisions
 from .data import (
     feature_rows,
     gap_sets,
@@ -31,7 +39,8 @@ from .data import (
     require_split,
     spurious_labels,
 )
-from .head_training import GapMonitor, curve_for_card, fit_head
+from ..analysis.gaps import high_low_indices
+from .head_training import GAP_STATISTICS, GapMonitor, curve_for_card, fit_head
 
 OTHER_CLASSES = ("balanced_sample", "freeze_rows", "none")
 
@@ -46,12 +55,17 @@ TRAINING_OPTIONS = (
                              "epochs over a few hundred images are a handful, too few to move the head at lr 1e-3). "
                              "The held-out gap still stops training early.", minimum=0),
     Option("weight_decay", 0.0, "L2 penalty on the head.", minimum=0.0),
-    Option("gap_threshold", 5.0, "Stop at the first epoch whose |pooled spurious gap| on the validation split "
-                                 "is below this many points (5 is the usual choice). When no epoch gets there, "
-                                 "the epoch with the smallest |gap| is kept.", minimum=0.0),
-    Option("max_accuracy_drop", 5.0, "An epoch can stop training only if its validation accuracy is at most this many "
-                                     "points below the original head's: a head that predicts one class everywhere "
-                                     "also has a zero gap. 100 turns the guard off (the paper has none).",
+    Option("gap_threshold", 5.0, "Stop at the first epoch whose stopping gap on the validation split is below "
+                                 "this many points (5 is the usual choice). When no epoch gets there, the epoch "
+                                 "with the smallest one is kept.", minimum=0.0),
+    Option("gap_statistic", "max", "Stopping gap: the largest ('max') or the mean ('mean') ABSOLUTE gap over the "
+                                   "ranked classes and collisions. Never a signed pool, in which +90 and −90 cancel.",
+           choices=GAP_STATISTICS),
+    Option("max_accuracy_drop", 5.0, "An epoch can be chosen only if its validation accuracy is at most this many "
+                                     "points below the original head's. 100 turns this check off.", minimum=0.0),
+    Option("max_class_drop", 10.0, "… and if no class's validation accuracy fell more than this many points, and "
+                                   "the worst group (real groups, or the High/Low sets) did not fall: a head that "
+                                   "predicts one class everywhere has zero gaps too, and is never chosen.",
            minimum=0.0),
     Option("gap_k", 100, "Images per end of each class's validation ranking for the stopping gap (clamped to "
                          "half the class).", minimum=1),
@@ -85,6 +99,12 @@ class _FrozenBackboneTuning(Mitigation):
             )
         scores = parent_spuriosity(project, store, spurious) if spurious else np.full(len(table), np.nan)
         chosen = {c: idx for c, idx in self.select(project, store, scores, train, options, rng).items() if len(idx)}
+        collided: dict[int, dict[int, np.ndarray]] = {}
+        if spurious and options.get("collisions", False):
+            collided = training_collisions(store.features, labels, scores, train, spurious, options["k"])
+            for by_class in collided.values():
+                for o, idx in by_class.items():
+                    chosen[o] = np.union1d(chosen.get(o, np.empty(0, np.int64)), idx)
         if not chosen:
             raise MitigationError(f"{self.label}: no training image was selected; nothing to tune on.")
 
@@ -101,6 +121,11 @@ class _FrozenBackboneTuning(Mitigation):
             frozen = others
         indices = np.concatenate([rows[c] for c in sorted(rows)])
 
+        names = table.class_names
+
+        def names_of(c: int) -> str:
+            return names[c]
+
         model, _ = load_model(parent_folder)
         x = feature_rows(store, indices)
         y = torch.as_tensor(labels[indices])
@@ -110,27 +135,50 @@ class _FrozenBackboneTuning(Mitigation):
             if len(high):
                 val_idx = np.flatnonzero(val)
                 position = {int(i): p for p, i in enumerate(val_idx)}
+
+                def at(indices):
+                    return np.asarray([position[int(i)] for i in indices], dtype=np.int64)
+
+                per_class = high_low_indices(np.where(val, scores, np.nan), labels, k=options["gap_k"])
+                sets = {names_of(c): (at(per_class.high[c]), at(per_class.low[c])) for c in per_class.high}
+                pairs = {c: sorted(by_class) for c, by_class in collided.items()}
+                for name, (hi, lo) in held_out_collision_sets(store.features, labels, val, train, spurious, pairs,
+                                                               options["gap_k"]).items():
+                    sets[name] = (at(hi), at(lo))
+                groups = None
+                if table.group_columns:
+                    groups = table.group_ids()[0][val_idx]
                 monitor = GapMonitor(
                     features=feature_rows(store, val_idx),
                     labels=torch.as_tensor(labels[val_idx]),
-                    high=torch.as_tensor([position[int(i)] for i in high]),
-                    low=torch.as_tensor([position[int(i)] for i in low]),
+                    high=torch.as_tensor(at(high)),
+                    low=torch.as_tensor(at(low)),
+                    sets=sets, group_ids=groups, statistic=options["gap_statistic"],
                 )
-                val_sets = {"val_high": len(high), "val_low": len(low)}
+                val_sets = {"val_high": len(high), "val_low": len(low), "stop_sets": sorted(sets)}
         fit = fit_head(
             model.head, x, y,
             lr=options["lr"], momentum=options["momentum"], batch_size=options["batch_size"],
             max_epochs=options["max_epochs"], min_steps=options["min_steps"], weight_decay=options["weight_decay"],
             generator=gen, monitor=monitor, gap_threshold=options["gap_threshold"],
-            max_accuracy_drop=options["max_accuracy_drop"], frozen_rows=frozen,
+            max_accuracy_drop=options["max_accuracy_drop"], max_class_drop=options["max_class_drop"],
+            frozen_rows=frozen,
             progress=stage(progress, 0.1, 1.0),
         )
+        if monitor is not None and not fit.helped:
+            first, last = fit.history[0], fit.history[-1]
+            raise MitigationError(
+                f"{self.label} {fit.verdict}. No model was written. Held-out (val) figures of the starting head: "
+                f"stopping gap {first['stop_gap']:.1f} points, worst group {first['worst_group']:.1f} %; after "
+                f"{len(fit.history) - 1} epochs: gap {last['stop_gap']:.1f}, worst group {last['worst_group']:.1f} %. "
+                "Check the features labelled spurious (a cue missing from the labels stays in the head), or try "
+                "DFR when the dataset has group columns."
+            )
         with torch.no_grad():
             model.head.weight.copy_(fit.head.weight)
             if model.head.bias is not None:
                 model.head.bias.copy_(fit.head.bias)
 
-        names = table.class_names
         metrics = {
             "tuning_images": {names[c]: int(len(rows[c])) for c in sorted(rows)},
             "other_classes_used": options["other_classes"] if others else "none needed (every class tuned)",
@@ -140,7 +188,15 @@ class _FrozenBackboneTuning(Mitigation):
             "epochs_run": len(fit.history) - 1,
             "stop_reason": fit.stop_reason,
             "stop_split": "val" if monitor else None,
-            "chosen_val_gap": round(fit.history[fit.chosen_epoch]["gap"], 2) if monitor else None,
+            "chosen_val_gap": round(fit.history[fit.chosen_epoch]["stop_gap"], 2) if monitor else None,
+            "chosen_val_class_gaps": ({k: round(v, 2) for k, v in fit.history[fit.chosen_epoch]["class_gaps"].items()}
+                                      if monitor else None),
+            "start_val_worst_group": round(fit.history[0]["worst_group"], 2) if monitor else None,
+            "chosen_val_worst_group": round(fit.history[fit.chosen_epoch]["worst_group"], 2) if monitor else None,
+            "gap_statistic": options["gap_statistic"],
+            "collisions": {f"{names[c]}→{names[o]}": int(len(idx)) for c, by in collided.items()
+                           for o, idx in by.items()},
+            "verdict": fit.verdict or "not checked (no spurious labels to monitor)",
             "chosen_val_accuracy": round(fit.history[fit.chosen_epoch]["accuracy"], 2) if monitor else None,
             # gap and accuracy on val (points), mean training loss; epoch 0 = the parent's head
             "curve": curve_for_card(fit.history, fit.chosen_epoch),
@@ -149,8 +205,8 @@ class _FrozenBackboneTuning(Mitigation):
         notes = [
             f"backbone frozen; head tuned on {len(indices)} training images "
             f"({', '.join(f'{names[c]}: {len(rows[c])}' for c in sorted(rows))})",
-            (f"stopped on the val split's spurious gap (epoch {fit.chosen_epoch}, {fit.stop_reason}); "
-             "figures reported on test") if monitor else
+            (f"stopped on the val split's {options['gap_statistic']} absolute gap over {len(monitor.sets)} set(s) "
+             f"(epoch {fit.chosen_epoch}, {fit.stop_reason}; {fit.verdict}); figures reported on test") if monitor else
             f"no spurious labels: trained all {len(fit.history) - 1} epochs without early stopping",
         ]
         return MitigationResult(model=model, head_only=True, options=dict(options), metrics=metrics, notes=notes)
@@ -167,11 +223,15 @@ class HeadTuning(_FrozenBackboneTuning):
     options = (
         Option("k", 100, "At most this many lowest-spuriosity training images per ranked class (paper: 100; clamped "
                          "to half the class).", minimum=1),
-        Option("other_classes", "freeze_rows",
-               "Classes without spurious labels: 'freeze_rows' keeps their head rows fixed; 'balanced_sample' adds "
-               "a random sample of their training images (as many per class as each ranked class gives), which on a "
-               "biased dataset carries the bias back in (a random image of another class usually lacks the cue); "
-               "'none' leaves them out and lets their rows move.", choices=OTHER_CLASSES),
+        Option("collisions", True, "Also tune on the training images of other classes on which a ranked class's "
+                                   "cue fires (at least as strongly as midway between that class's High and Low "
+                                   "ends; at most k per ranked class), and stop only when the gap that cue opens in "
+                                   "those classes is closed too."),
+        Option("other_classes", "balanced_sample",
+               "Classes with no image in the tuning set: 'balanced_sample' (default) adds a random sample of their "
+               "training images (as many per class as each tuned class gives); 'freeze_rows' keeps their head rows "
+               "fixed, which in a softmax does NOT keep their predictions (the tuned rows move them, towards the "
+               "tuned classes); 'none' leaves them out and lets their rows move.", choices=OTHER_CLASSES),
         *TRAINING_OPTIONS,
         SEED_OPTION,
     )

@@ -1,0 +1,53 @@
+"""Where a known cue is: collisions of one class's cue with other classes, and how much of a cue a mask covers.
+
+Collision: class c's spurious features can fire on images of another class o (the cue planted on
+a few images of o, or water behind a boat when water is spurious for waterbirds). Scored with c's
+own statistics (the z-score of docs/methods.md §5 with μ, σ of class c), an image of o collides
+when its score reaches the middle between the means of c's High and Low ends, i.e. when the cue
+fires on it about as strongly as on a typical cue-bearing image of c.
+
+Coverage: with the cue's pixels known (a planted cue or an annotated mask), the share of them a
+method's mask hides, per image; an image counts as covered from `COVERED_AT` on.
+"""
+
+from __future__ import annotations
+
+import numpy as np
+
+COVERED_AT = 0.8  # share of the cue's pixels a mask must hide for the image to count as covered
+
+
+def collision_threshold(own_scores: np.ndarray, k: int) -> float:
+    """Score from which another class's image counts as carrying class c's cue.
+
+    own_scores: float [n_c] spuriosity of class c's own images (NaN ignored); k: High/Low size,
+    clamped to ⌊n / 2⌋ as for the gap. Returns the midpoint of the mean of the k highest and the mean
+    of the k lowest scores; NaN when fewer than two scores."""
+    s = np.sort(np.asarray(own_scores, dtype=np.float64)[np.isfinite(own_scores)])
+    k = min(int(k), len(s) // 2)
+    if k < 1:
+        return float("nan")
+    return 0.5 * (float(s[:k].mean()) + float(s[-k:].mean()))
+
+
+def cue_coverage(masks: np.ndarray, cue: np.ndarray) -> np.ndarray:
+    """Share (fraction) of each image's cue pixels that its mask hides: bool [N, H, W] × bool [N, H, W] -> [N];
+    NaN for an image with no cue pixel."""
+    masks = np.asarray(masks, dtype=bool)
+    cue = np.asarray(cue, dtype=bool)
+    if masks.shape != cue.shape:
+        raise ValueError(f"masks {masks.shape} and cue {cue.shape} must have the same shape")
+    n_cue = cue.reshape(len(cue), -1).sum(1)
+    hidden = (masks & cue).reshape(len(cue), -1).sum(1)
+    with np.errstate(invalid="ignore", divide="ignore"):
+        return np.where(n_cue > 0, hidden / np.maximum(n_cue, 1), np.nan)
+
+
+def coverage_summary(shares: np.ndarray) -> dict:
+    """Mean share of cue pixels masked and share of cue-bearing images covered (≥ `COVERED_AT`), in percent."""
+    s = np.asarray(shares, dtype=np.float64)
+    s = s[np.isfinite(s)]
+    if not len(s):
+        return {"cue_images": 0}
+    return {"cue_images": int(len(s)), "cue_pixels_masked_pct": round(100 * float(s.mean()), 2),
+            "cue_images_covered_pct": round(100 * float(np.mean(s >= COVERED_AT)), 2)}
