@@ -1,12 +1,6 @@
-"""Where a known cue is: collisions of one class's cue with other classes, and how much of a cue a mask covers.
+"""How much of a known cue a mask covers.
 
-Collision: class c's spurious features can fire on images of another class o (the cue planted on
-a few images of o, or water behind a boat when water is spurious for waterbirds). Scored with c's
-own statistics (the z-score of docs/methods.md §5 with μ, σ of class c), an image of o collides
-when its score reaches the middle between the means of c's High and Low ends, i.e. when the cue
-fires on it about as strongly as on a typical cue-bearing image of c.
-
-Coverage: with the cue's pixels known (a planted cue or an annotated mask), the share of them a
+With the cue's pixels known (a planted cue or an annotated mask), the share of them a
 method's mask hides, per image; an image counts as covered from `COVERED_AT` on.
 """
 
@@ -15,19 +9,6 @@ from __future__ import annotations
 import numpy as np
 
 COVERED_AT = 0.8  # share of the cue's pixels a mask must hide for the image to count as covered
-
-
-def collision_threshold(own_scores: np.ndarray, k: int) -> float:
-    """Score from which another class's image counts as carrying class c's cue.
-
-    own_scores: float [n_c] spuriosity of class c's own images (NaN ignored); k: High/Low size,
-    clamped to ⌊n / 2⌋ as for the gap. Returns the midpoint of the mean of the k highest and the mean
-    of the k lowest scores; NaN when fewer than two scores."""
-    s = np.sort(np.asarray(own_scores, dtype=np.float64)[np.isfinite(own_scores)])
-    k = min(int(k), len(s) // 2)
-    if k < 1:
-        return float("nan")
-    return 0.5 * (float(s[:k].mean()) + float(s[-k:].mean()))
 
 
 def cue_coverage(masks: np.ndarray, cue: np.ndarray) -> np.ndarray:

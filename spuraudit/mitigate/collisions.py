@@ -2,8 +2,8 @@
 
 Low-spuriosity images of class c teach the head that c does not need its cue; they say nothing about
 the images that suffer most from the cue, those of another class o that carry it and get called c.
-This module finds them (scored with class c's own μ, σ; threshold in `analysis.cues`), for the
-tuning set (training split) and for the stopping split (another class's High/Low sets by c's cue).
+This module finds them (scored with class c's own μ, σ), for the tuning set (training split) and for
+the stopping split (another class's High/Low sets by c's cue).
 
 Features are read a chunk of rows at a time, and only the spurious columns: never an [N, D] matrix.
 """
@@ -12,7 +12,7 @@ from __future__ import annotations
 
 import numpy as np
 
-from ..analysis.cues import collision_threshold
+from ..analysis.metrics import high_low_gap
 from ..analysis.gaps import high_low_indices
 from ..analysis.spuriosity import fit_spuriosity_stats, mean_zscore
 
@@ -41,24 +41,31 @@ def cross_class_scores(features, rows: np.ndarray, labels: np.ndarray, spurious:
     return out
 
 
-def training_collisions(features, labels: np.ndarray, own_scores: np.ndarray, train: np.ndarray,
-                        spurious: dict[int, list[int]], k: int) -> dict[int, dict[int, np.ndarray]]:
-    """c -> {o: dataset indices}: up to k training images of other classes o carrying c's cue (the highest
-    scores first, at or above `collision_threshold` of c's own training scores)."""
+def training_collisions(features, labels: np.ndarray, preds: np.ndarray, train: np.ndarray,
+                        spurious: dict[int, list[int]], k: int, min_gap: float
+                        ) -> dict[int, dict[int, np.ndarray]]:
+    """c -> {o: dataset indices}: the training images of another class o that carry class c's cue most.
+
+    A pair (c, o) collides when the parent model calls some of o's training images c AND, ranking o's
+    training images by c's cue, the parent's accuracy on the High end is at least `min_gap` points below
+    its accuracy on the Low end (a confusing cue, docs/methods.md §6). The High end (k clamped to half
+    of o's images) joins the tuning set."""
     rows = np.flatnonzero(train)
     cross = cross_class_scores(features, rows, labels, spurious, train)
+    correct = np.asarray(preds) == labels
     found: dict[int, dict[int, np.ndarray]] = {}
     for c, s in cross.items():
-        thr = collision_threshold(own_scores[train & (labels == c)], k)
-        if not np.isfinite(thr):
+        scores = np.full(len(labels), np.nan)
+        scores[rows] = s
+        confused = np.unique(labels[train & (np.asarray(preds) == c) & (labels != c)])
+        if not len(confused):
             continue
-        hit = np.flatnonzero(np.isfinite(s) & (s >= thr))
-        hit = hit[np.argsort(-s[hit], kind="stable")[:k]]
-        by_class = {}
-        for o in np.unique(labels[rows[hit]]):
-            by_class[int(o)] = np.sort(rows[hit][labels[rows[hit]] == o])
-        if by_class:
-            found[c] = by_class
+        ranked = high_low_indices(scores, labels, k=k, classes=confused)
+        for o in ranked.high:
+            high, low = ranked.high[o], ranked.low[o]
+            _, _, gap = high_low_gap(correct, high, low)
+            if np.isfinite(gap) and gap <= -min_gap:
+                found.setdefault(c, {})[int(o)] = np.sort(np.asarray(high, dtype=np.int64))
     return found
 
 

@@ -101,7 +101,8 @@ class _FrozenBackboneTuning(Mitigation):
         chosen = {c: idx for c, idx in self.select(project, store, scores, train, options, rng).items() if len(idx)}
         collided: dict[int, dict[int, np.ndarray]] = {}
         if spurious and options.get("collisions", False):
-            collided = training_collisions(store.features, labels, scores, train, spurious, options["k"])
+            collided = training_collisions(store.features, labels, np.asarray(store.preds), train, spurious,
+                                           options["k"], options["gap_threshold"])
             for by_class in collided.values():
                 for o, idx in by_class.items():
                     chosen[o] = np.union1d(chosen.get(o, np.empty(0, np.int64)), idx)
@@ -224,9 +225,9 @@ class HeadTuning(_FrozenBackboneTuning):
         Option("k", 100, "At most this many lowest-spuriosity training images per ranked class (paper: 100; clamped "
                          "to half the class).", minimum=1),
         Option("collisions", True, "Also tune on the training images of other classes on which a ranked class's "
-                                   "cue fires (at least as strongly as midway between that class's High and Low "
-                                   "ends; at most k per ranked class), and stop only when the gap that cue opens in "
-                                   "those classes is closed too."),
+                                   "cue fires most (their k highest by that cue), when the model confuses them with "
+                                   "the ranked class and does worse on them than on their k lowest (by more than the "
+                                   "gap threshold); and stop only when that gap is closed too."),
         Option("other_classes", "balanced_sample",
                "Classes with no image in the tuning set: 'balanced_sample' (default) adds a random sample of their "
                "training images (as many per class as each tuned class gives); 'freeze_rows' keeps their head rows "
