@@ -53,7 +53,7 @@ def cue_dataset(spec: CueSpec, strength: float = 0.95, seed: int = 0, sizes=None
     return images, labels, split, flags, pixels
 
 
-def cue_project(home, spec: CueSpec, strength: float = 0.95, seed: int = 0, label_cue: bool = True, epochs: int = 3,
+def cue_project(home, spec: CueSpec, strength: float = 0.95, seed: int = 0, label_cue: bool = True, epochs: int = 5,
                 favoured: int = 0):
     """A project on `cue_dataset` with a trained ERM model; the cue's feature labelled spurious for the
     favoured class when `label_cue`. Returns (project, flags, pixels)."""

@@ -43,7 +43,7 @@ def test_mitigate_page_shows_methods_options_and_models(with_models, monkeypatch
     # Head tuning's options with their paper defaults.
     assert at.number_input(key="opt-head_tuning-k").value == 100
     assert at.number_input(key="opt-head_tuning-lr").value == pytest.approx(1e-3)
-    assert at.selectbox(key="opt-head_tuning-other_classes").value == "freeze_rows"
+    assert at.selectbox(key="opt-head_tuning-other_classes").value == "balanced_sample"
     assert any(b.label == "Launch" for b in at.button)
     # The models made above are listed with their test figures.
     listed = at.dataframe[0].value

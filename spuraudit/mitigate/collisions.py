@@ -71,8 +71,8 @@ def training_collisions(features, labels: np.ndarray, preds: np.ndarray, train: 
 
 def held_out_collision_sets(features, labels: np.ndarray, split: np.ndarray, train: np.ndarray,
                             spurious: dict[int, list[int]], pairs: dict[int, list[int]], k: int
-                            ) -> dict[str, tuple[np.ndarray, np.ndarray]]:
-    """'c→o' -> (High, Low) dataset indices: class o's images in `split` ranked by class c's cue, for the
+                            ) -> dict[tuple[int, int], tuple[np.ndarray, np.ndarray]]:
+    """(c, o) -> (High, Low) dataset indices: class o's images in `split` ranked by class c's cue, for the
     (c, o) pairs that collide in training; k clamped to half of o's images, as for every gap."""
     wanted = {c: os for c, os in pairs.items() if os}
     if not wanted:
@@ -86,5 +86,5 @@ def held_out_collision_sets(features, labels: np.ndarray, split: np.ndarray, tra
         for o in others:
             ranked = high_low_indices(np.where(labels == o, scores, np.nan), labels, k=k)
             if o in ranked.high and len(ranked.high[o]):
-                sets[f"{c}→{o}"] = (np.asarray(ranked.high[o], np.int64), np.asarray(ranked.low[o], np.int64))
+                sets[(c, int(o))] = (np.asarray(ranked.high[o], np.int64), np.asarray(ranked.low[o], np.int64))
     return sets

@@ -124,9 +124,6 @@ class _FrozenBackboneTuning(Mitigation):
 
         names = table.class_names
 
-        def names_of(c: int) -> str:
-            return names[c]
-
         model, _ = load_model(parent_folder)
         x = feature_rows(store, indices)
         y = torch.as_tensor(labels[indices])
@@ -141,11 +138,11 @@ class _FrozenBackboneTuning(Mitigation):
                     return np.asarray([position[int(i)] for i in indices], dtype=np.int64)
 
                 per_class = high_low_indices(np.where(val, scores, np.nan), labels, k=options["gap_k"])
-                sets = {names_of(c): (at(per_class.high[c]), at(per_class.low[c])) for c in per_class.high}
+                sets = {names[c]: (at(per_class.high[c]), at(per_class.low[c])) for c in per_class.high}
                 pairs = {c: sorted(by_class) for c, by_class in collided.items()}
-                for name, (hi, lo) in held_out_collision_sets(store.features, labels, val, train, spurious, pairs,
-                                                               options["gap_k"]).items():
-                    sets[name] = (at(hi), at(lo))
+                for (c, o), (hi, lo) in held_out_collision_sets(store.features, labels, val, train, spurious, pairs,
+                                                                 options["gap_k"]).items():
+                    sets[f"{names[c]}→{names[o]}"] = (at(hi), at(lo))
                 groups = None
                 if table.group_columns:
                     groups = table.group_ids()[0][val_idx]

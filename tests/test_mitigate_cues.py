@@ -1,0 +1,142 @@
+"""Head tuning's mechanisms on small real cases: absolute per-class gaps, collisions, the guard, the verdict."""
+
+from __future__ import annotations
+
+import numpy as np
+import pytest
+import torch
+from torch import nn
+
+from spuraudit.mitigate import MitigationError, get_method, list_mitigated_models, run_mitigation
+from spuraudit.mitigate.evaluate import split_metrics
+from spuraudit.mitigate.head_training import GapMonitor, fit_head, guard_failure
+from spuraudit.modelio import load_model
+from tests.test_mitigate_cue_fixtures import blue_corner_project  # noqa: F401  (fixture)
+
+
+# ---- head fitting on toy features -------------------------------------------------------------------
+
+def _two_cue_features(n=400, seed=0):
+    """2 features: [core, cue]. Class 0's cue images and class 1's cue images: the head below gets class 0
+    right only WITH the cue and class 1 right only WITHOUT it, so the two classes' gaps are +100 and −100."""
+    g = np.random.default_rng(seed)
+    y = np.repeat([0, 1], n // 2)
+    cue = g.random(n) < 0.5
+    core = np.where(y == 1, 1.0, -1.0) + 0.3 * g.standard_normal(n)
+    x = np.stack([core, cue.astype(float)], 1)
+    return torch.tensor(x, dtype=torch.float32), torch.as_tensor(y), cue
+
+
+def _sets(y, cue):
+    sets = {}
+    for c in (0, 1):
+        members = np.flatnonzero(y.numpy() == c)
+        sets[c] = (members[cue[members]][:50], members[~cue[members]][:50])
+    high = np.concatenate([sets[0][0], sets[1][0]])
+    low = np.concatenate([sets[0][1], sets[1][1]])
+    return sets, torch.as_tensor(high), torch.as_tensor(low)
+
+
+def test_stopping_gap_is_absolute_per_class_not_a_signed_pool():
+    x, y, cue = _two_cue_features()
+    sets, high, low = _sets(y, cue)
+    head = nn.Linear(2, 2)
+    with torch.no_grad():  # logit(1) - logit(0) = -10·cue + 0.1: the cue says "class 0"
+        head.weight.copy_(torch.tensor([[0.0, 5.0], [0.0, -5.0]]))
+        head.bias.copy_(torch.tensor([0.0, 0.1]))
+    row = GapMonitor(features=x, labels=y, high=high, low=low, sets=sets)(head)
+    assert row["class_gaps"]["0"] == pytest.approx(100) and row["class_gaps"]["1"] == pytest.approx(-100)
+    assert abs(row["gap"]) < 1  # the signed pool cancels ...
+    assert row["stop_gap"] == pytest.approx(100)  # ... the absolute per-class statistic does not
+    mean = GapMonitor(features=x, labels=y, high=high, low=low, sets=sets, statistic="mean")(head)
+    assert mean["stop_gap"] == pytest.approx(100)
+
+    fit = fit_head(head, x, y, lr=0.5, momentum=0.9, batch_size=64, max_epochs=60, generator=torch.Generator()
+                   .manual_seed(0), monitor=GapMonitor(features=x, labels=y, high=high, low=low, sets=sets),
+                   gap_threshold=5.0, max_accuracy_drop=5.0, max_class_drop=10.0)
+    assert fit.chosen_epoch > 0 and fit.helped, fit.verdict  # epoch 0 is not returned as "fixed"
+    assert fit.history[fit.chosen_epoch]["stop_gap"] < 5
+
+
+def test_a_collapsed_head_is_never_chosen_and_the_verdict_says_so():
+    x, y, cue = _two_cue_features()
+    sets, high, low = _sets(y, cue)
+    monitor = GapMonitor(features=x, labels=y, high=high, low=low, sets=sets)
+    head = nn.Linear(2, 2)
+    with torch.no_grad():
+        head.weight.copy_(torch.tensor([[0.0, 5.0], [0.0, -5.0]]))
+        head.bias.copy_(torch.tensor([0.0, 0.1]))
+    collapsed = nn.Linear(2, 2)
+    with torch.no_grad():
+        collapsed.weight.zero_()
+        collapsed.bias.copy_(torch.tensor([5.0, 0.0]))
+    start, flat = monitor(head), monitor(collapsed)
+    assert flat["stop_gap"] == 0 and flat["top_prediction_share"] == 100  # zero gaps: it would pass the threshold
+    assert guard_failure(flat, start, max_accuracy_drop=100, max_class_drop=100) == \
+        "collapsed: one class predicted for every image"
+    # Tuning on class-0 images only drives the head to "class 0 everywhere"; that head is refused.
+    only0 = y == 0
+    fit = fit_head(head, x[only0], y[only0], lr=1.0, momentum=0.9, batch_size=64, max_epochs=100,
+                   generator=torch.Generator().manual_seed(0), monitor=monitor, gap_threshold=5.0,
+                   max_accuracy_drop=100.0, max_class_drop=10.0)
+    chosen = fit.history[fit.chosen_epoch]
+    assert chosen["top_prediction_share"] < 99
+    assert not fit.helped and fit.verdict.startswith("did not help")
+
+
+def test_freezing_a_row_does_not_freeze_its_predictions_in_a_two_class_softmax():
+    """Why 'freeze_rows' is no longer the default: class 1's row stays fixed, yet tuning class 0's row on
+    class-0 images moves every class-1 prediction towards class 0."""
+    x, y, _ = _two_cue_features()
+    head = nn.Linear(2, 2)
+    with torch.no_grad():
+        head.weight.copy_(torch.tensor([[-1.0, 0.0], [1.0, 0.0]]))
+        head.bias.zero_()
+    only0 = y == 0
+    fit = fit_head(head, x[only0], y[only0], lr=0.5, momentum=0.9, batch_size=64, max_epochs=200,
+                   generator=torch.Generator().manual_seed(0), frozen_rows=[1])
+    assert torch.equal(fit.head.weight[1], head.weight[1])
+    with torch.no_grad():
+        before = (head(x[~only0]).argmax(1) == 1).float().mean().item()
+        after = (fit.head(x[~only0]).argmax(1) == 1).float().mean().item()
+    assert before > 0.95 and after < 0.8
+    assert get_method("head_tuning").default_options()["other_classes"] == "balanced_sample"
+
+
+# ---- head tuning on a planted cue -----------------------------------------------------------------
+
+def _test_groups(project, folder):
+    model, _ = load_model(folder)
+    feats = torch.from_numpy(np.asarray(project.feature_store().features, dtype=np.float32))
+    with torch.no_grad():
+        preds = model.head(feats).argmax(1).numpy()
+    return split_metrics(project.table, preds, "test")
+
+
+@pytest.mark.slow
+def test_head_tuning_with_a_collision_lifts_the_colliding_cue_group(blue_corner_project, tmp_path):
+    """The blue square is labelled spurious for rings; it hurts the pluses that carry it. Those pluses are
+    the collision: tuned on, they lift that group, and the card says why training stopped."""
+    project, _, _ = blue_corner_project
+    parent = split_metrics(project.table, np.asarray(project.feature_store().preds), "test")
+    folder = run_mitigation(project, "head_tuning", {"seed": 0}, out_folder=tmp_path / "tuned")
+    after = _test_groups(project, folder)
+    cue_group = "plus | planted_cue=1"
+    print(parent["group_accuracy"], after["group_accuracy"])
+    assert parent["group_accuracy"][cue_group] < 20
+    assert after["group_accuracy"][cue_group] >= parent["group_accuracy"][cue_group] + 40
+    assert after["accuracy"] >= parent["accuracy"]
+    diag = load_model(folder)[1].metrics["diagnostics"]
+    assert diag["collisions"] == {"ring→plus": 100} and "ring→plus" in diag["stop_sets"]
+    assert diag["verdict"].startswith("helped") and diag["chosen_epoch"] >= 1
+
+
+@pytest.mark.slow
+def test_head_tuning_without_collisions_says_it_did_not_help(blue_corner_project, tmp_path):
+    """Rings are right with or without the square (class gap 0): without the collision nothing is left to
+    fix, and the run says so instead of writing the unchanged head as a new model."""
+    project, _, _ = blue_corner_project
+    before = list_mitigated_models(project)
+    with pytest.raises(MitigationError, match="did not help: nothing to fix"):
+        run_mitigation(project, "head_tuning", {"collisions": False, "seed": 0}, out_folder=tmp_path / "nope")
+    assert not (tmp_path / "nope").exists() and list_mitigated_models(project) == before
