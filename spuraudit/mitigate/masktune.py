@@ -70,6 +70,15 @@ class MaskTune(Mitigation):
         Option("weight_decay", 0.0, "L2 penalty during fine-tuning.", minimum=0.0),
         Option("batch_size", 128, "Images per fine-tuning step.", minimum=1),
         Option("mask_batch_size", 256, "Images per heatmap batch.", minimum=1),
+        Option("head", "reset", "The last layer before the masked epoch: 'reset' (default) starts it from zero, so it "
+                                "learns only from what the masked images still show: a cue masked on every "
+                                "training image keeps no weight at all; 'keep' continues from the ERM head (the "
+                                "paper), whose weight on the cue no masked image can lower (a masked cue sends no "
+                                "gradient), so the cue still decides the test images that carry it.",
+               choices=("reset", "keep")),
+        Option("batchnorm", "frozen", "Batch-norm statistics during the masked epoch: 'frozen' (default) keeps the ERM "
+                                      "model's, fitted on whole images; 'train' updates them on masked images, whose "
+                                      "statistics the test images do not share.", choices=("frozen", "train")),
         Option("rounds", 1, "Mask-and-tune rounds: 1 is MaskTune; each further round re-masks the masked images "
                             "with the tuned model (masks accumulate) and tunes one more epoch.", minimum=1, maximum=3),
         SEED_OPTION,
@@ -100,6 +109,8 @@ class MaskTune(Mitigation):
             report_mask = stage(progress, r * step, r * step + 0.4 * step)
             report_tune = stage(progress, r * step + 0.4 * step, (r + 1) * step)
             share, agree = self._mask_round(model, paths, size, masks, labels, options, report_mask)
+            if r == 0 and options.get("head", "keep") == "reset":
+                reset_head(model)
             losses = self._tune_epoch(model, paths, size, masks, labels, options, gen, device, report_tune)
             stats = share_summary(share)
             stats["predicted_equals_label_pct"] = round(100 * agree, 2)
@@ -119,7 +130,8 @@ class MaskTune(Mitigation):
         notes = [
             f"MaskTune: XGradCAM of the predicted class at the feature map, rule '{options['rule']}', masks in the "
             f"model's {size[0]}×{size[1]} input coordinates; whole model fine-tuned {rounds} epoch(s) with "
-            f"{options['optimizer']} lr {options['lr']:g}",
+            f"{options['optimizer']} lr {options['lr']:g}, head {options.get('head', 'keep')}, batch-norm statistics "
+            f"{options.get('batchnorm', 'train')}",
         ]
         if metrics["masked_share"].get("nothing_masked_pct", 0) > 0:
             notes.append(f"{metrics['masked_share']['nothing_masked_pct']:.1f} % of the training images had "
@@ -149,6 +161,10 @@ class MaskTune(Mitigation):
     def _tune_epoch(model, paths, size, masks, labels, options, gen, device, report) -> list[float]:
         """One epoch over the masked training images in a seeded shuffled order; the whole model trains."""
         model.train()
+        if options.get("batchnorm", "train") == "frozen":
+            for module in model.modules():
+                if isinstance(module, nn.modules.batchnorm._BatchNorm):
+                    module.eval()  # normalise with the ERM statistics; affine weights still train
         if options["optimizer"] == "adam":
             opt = torch.optim.Adam(model.parameters(), lr=options["lr"], weight_decay=options["weight_decay"])
         else:
@@ -169,6 +185,14 @@ class MaskTune(Mitigation):
             report(done / len(paths), f"fine-tuning on masked images: {done}/{len(paths)}, loss {loss.item():.3f}")
         model.eval()
         return losses
+
+
+def reset_head(model) -> None:
+    """Zero the last layer: every class starts equal, and a feature the masked images never show keeps weight 0."""
+    with torch.no_grad():
+        model.head.weight.zero_()
+        if model.head.bias is not None:
+            model.head.bias.zero_()
 
 
 def masked_examples(project: Project, model, indices, rule: str = "top_fraction", fraction: float = DEFAULT_FRACTION,
