@@ -98,6 +98,12 @@ for start in range(0, len(summary), per_row):
                 st.metric("Worst-group accuracy", _pct(row["worst_group_accuracy"]),
                           delta=_delta(row, base, "worst_group_accuracy"),
                           help=f"{COLUMN_HELP['worst_group_accuracy']}; here: {row['worst_group']}")
+            if row.get("verdict") == "worst group did not improve":
+                st.warning(f"Did not help the worst group: {_pct(row['worst_group_accuracy'])} "
+                           f"({row['worst_group']}), {row['worst_group_change']:+.1f} pts vs original.",
+                           icon=":material/warning:")
+            if not pd.isna(row.get("cue_coverage", float("nan"))):
+                st.metric("Cue masked (MaskTune)", _pct(row["cue_coverage"]), help=COLUMN_HELP["cue_coverage"])
             if not pd.isna(row["pooled_gap"]):
                 st.metric("Spurious gap (pooled)", _pts(row["pooled_gap"]),
                           delta=_delta(row, base, "pooled_gap", size=True), delta_color="inverse",
@@ -114,19 +120,30 @@ NAMES = {
     "pooled_ci_high": "gap CI high",
     "macro_gap": "macro gap (pts)",
 }
-# The figures first, bookkeeping last: the table is wider than the page.
-order = ["model", "method", "avg_accuracy_plain", "worst_group_accuracy", "pooled_gap", "avg_accuracy_train_weighted",
-         "worst_group", "pooled_ci_low", "pooled_ci_high", "macro_gap", "n", "parent"]
-shown = summary[[c for c in order if c in summary.columns] + [c for c in summary.columns if c not in order]]
-shown = shown.assign(method=shown["method"].map(_method_label)).rename(columns=NAMES)
+NAMES.update({"worst_group_change": "worst group vs original (pts)", "verdict": "verdict",
+              "cue_coverage": "cue masked (% images)"})
 helps = {NAMES[k]: v for k, v in COLUMN_HELP.items() if k in NAMES}
 helps.update({"gap CI low": "95 % bootstrap confidence interval of the pooled gap", "gap CI high":
               "95 % bootstrap confidence interval of the pooled gap", "n": f"images in the {split} split"})
-st.dataframe(shown, hide_index=True,
-             column_config={c: st.column_config.NumberColumn(format="%.1f", help=helps.get(c)) for c in shown.columns
-                            if shown[c].dtype.kind == "f"}
-             | {c: st.column_config.Column(help=helps[c]) for c in shown.columns
-                if shown[c].dtype.kind != "f" and c in helps})
+
+
+def _table(columns: list[str]) -> None:
+    """A table of the summary's `columns` (those present), few enough to fit the page without scrolling."""
+    shown = summary[[c for c in columns if c in summary.columns and summary[c].notna().any()]]
+    shown = shown.assign(method=shown["method"].map(_method_label)).rename(columns=NAMES)
+    st.dataframe(shown, hide_index=True,
+                 column_config={c: st.column_config.NumberColumn(format="%.1f", help=helps.get(c))
+                                for c in shown.columns if shown[c].dtype.kind == "f"}
+                 | {c: st.column_config.Column(help=helps[c]) for c in shown.columns
+                    if shown[c].dtype.kind != "f" and c in helps})
+
+
+# The headline figures in one narrow table; the bookkeeping in a second one, on demand.
+_table(["model", "method", "avg_accuracy_plain", "worst_group_accuracy", "worst_group_change", "verdict",
+        "pooled_gap"])
+with st.expander("More columns: weighted average, worst group's name, gap CI, macro gap, cue coverage, n"):
+    _table(["model", "method", "avg_accuracy_train_weighted", "worst_group", "pooled_ci_low", "pooled_ci_high",
+            "macro_gap", "cue_coverage", "n", "parent"])
 st.caption(
     "Two averages: **plain** is over all the split's images (MaskTune's 'average'); **weighted by training "
     "groups** averages the group accuracies with each group's share of the training split (DFR-style). "

@@ -153,7 +153,7 @@ st.caption(
     "here for the images shown only."
 )
 from spuraudit.mitigate.masking import RULES  # noqa: E402  (imports pytorch-grad-cam: only on this view)
-from spuraudit.mitigate.masktune import masked_examples  # noqa: E402
+from spuraudit.mitigate.masktune import masked_examples, share_histogram  # noqa: E402
 
 c1, c2, c3 = st.columns(3)
 rule = c1.selectbox("Threshold rule", list(RULES), index=list(RULES).index(values.get("rule", "top_fraction")),
@@ -206,7 +206,9 @@ m2.metric("Smallest share masked", f"{share.min():.1f} %")
 m3.metric("Images with nothing masked", f"{nothing:.1f} %",
           help="The 'official' rule masks nothing when the heatmap is concentrated on a few pixels: its "
                "threshold (mean + 2·std of the positive values) then lies above the map's maximum.")
-fig = go.Figure(go.Histogram(x=share, nbinsx=30, marker_color="#1f77b4"))
+hist = share_histogram(share)  # from 0 %, so a rule masking 25 % everywhere is one bar at 25
+edges = np.asarray(hist["edges_pct"])
+fig = go.Figure(go.Bar(x=(edges[:-1] + edges[1:]) / 2, y=hist["counts"], width=np.diff(edges), marker_color="#1f77b4"))
 fig.update_layout(height=260, margin=dict(t=30, b=10), title=f"Masked share per image, {len(sample)} random "
                   "training images", xaxis_title="pixels masked (%)", yaxis_title="images")
 st.plotly_chart(fig, width="stretch")

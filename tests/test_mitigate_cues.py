@@ -7,7 +7,7 @@ import pytest
 import torch
 from torch import nn
 
-from spuraudit.mitigate import MitigationError, get_method, list_mitigated_models, run_mitigation
+from spuraudit.mitigate import MitigationError, compare_models, get_method, list_mitigated_models, run_mitigation
 from spuraudit.mitigate.evaluate import split_metrics
 from spuraudit.mitigate.head_training import GapMonitor, fit_head, guard_failure
 from spuraudit.modelio import load_model
@@ -129,6 +129,8 @@ def test_head_tuning_with_a_collision_lifts_the_colliding_cue_group(blue_corner_
     diag = load_model(folder)[1].metrics["diagnostics"]
     assert diag["collisions"] == {"ring→plus": 100} and "ring→plus" in diag["stop_sets"]
     assert diag["verdict"].startswith("helped") and diag["chosen_epoch"] >= 1
+    report = compare_models(project, [project.model_folder, folder], split="test", n_boot=50)
+    assert report.summary["verdict"].tolist() == ["original", "worst group improved"]
 
 
 @pytest.mark.slow
@@ -140,3 +142,15 @@ def test_head_tuning_without_collisions_says_it_did_not_help(blue_corner_project
     with pytest.raises(MitigationError, match="did not help: nothing to fix"):
         run_mitigation(project, "head_tuning", {"collisions": False, "seed": 0}, out_folder=tmp_path / "nope")
     assert not (tmp_path / "nope").exists() and list_mitigated_models(project) == before
+
+
+def test_the_comparison_flags_a_worst_group_that_did_not_improve():
+    import pandas as pd
+
+    from spuraudit.mitigate.compare import flag_worst_group
+
+    summary = pd.DataFrame({"model": ["erm", "a", "b", "c"], "worst_group_accuracy": [10.0, 10.5, 45.0, float("nan")]})
+    flag_worst_group(summary, "erm")
+    assert summary["verdict"].tolist() == ["original", "worst group did not improve", "worst group improved",
+                                           "no groups to judge"]
+    assert summary["worst_group_change"].tolist()[:3] == [0.0, 0.5, 35.0]

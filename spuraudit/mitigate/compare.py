@@ -32,7 +32,14 @@ COLUMN_HELP = {
     "worst_group_accuracy": "lowest accuracy over the (class, attribute) groups",
     "pooled_gap": "accuracy on the pooled High set minus the pooled Low set of the parent's ranking",
     "macro_gap": "mean of the per-class gaps",
+    "worst_group_change": "worst-group accuracy minus the original model's (points); a method that did not raise "
+                          "it did not help the group that suffers most",
+    "verdict": "'worst group did not improve' when the worst-group accuracy is not at least 1 point above the "
+               "original model's",
+    "cue_coverage": "MaskTune only, when the cue's pixels are known: share of cue-bearing training images with at "
+                    "least 80 % of the cue's pixels masked",
 }
+IMPROVED_BY = 1.0  # points of worst-group accuracy a method must add to count as an improvement
 
 
 @dataclass
@@ -40,7 +47,8 @@ class ComparisonReport:
     """Tables of `compare_models` (points throughout).
 
     summary: a row per model: model, method, parent, n, avg_accuracy_plain, avg_accuracy_train_weighted,
-      worst_group, worst_group_accuracy, pooled_gap, pooled_ci_low, pooled_ci_high, macro_gap;
+      worst_group, worst_group_accuracy, pooled_gap, pooled_ci_low, pooled_ci_high, macro_gap,
+      cue_coverage (MaskTune with known cue pixels, else NaN), worst_group_change, verdict (`flag_worst_group`);
     per_class_accuracy: model, class, accuracy; groups: model, group, n, accuracy;
     gaps: model, class_index, class, k, acc_high, acc_low, gap, ci_low, ci_high (95 % bootstrap);
     split, k: what was compared; ranked_by: the parent model whose ranking fixes High/Low.
@@ -57,6 +65,28 @@ class ComparisonReport:
 
 def _card(folder: Path) -> ModelCard:
     return ModelCard.from_yaml((folder / CARD_FILE).read_text(), str(folder / CARD_FILE))
+
+
+def flag_worst_group(summary: pd.DataFrame, original: str) -> None:
+    """Add `worst_group_change` (points against the original model) and `verdict` to the summary, in place.
+
+    A mitigated model whose worst group is not at least `IMPROVED_BY` points above the original's is
+    flagged 'worst group did not improve', whatever its average: helping that group is the point."""
+    base = summary.loc[summary["model"] == original, "worst_group_accuracy"]
+    base_acc = float(base.iloc[0]) if len(base) else float("nan")
+    change = summary["worst_group_accuracy"] - base_acc
+    summary["worst_group_change"] = change
+    verdict = []
+    for name, delta in zip(summary["model"], change):
+        if name == original:
+            verdict.append("original")
+        elif not np.isfinite(delta):
+            verdict.append("no groups to judge")
+        elif delta < IMPROVED_BY:
+            verdict.append("worst group did not improve")
+        else:
+            verdict.append("worst group improved")
+    summary["verdict"] = verdict
 
 
 def compare_models(
@@ -131,8 +161,12 @@ def compare_models(
             pooled_ci = analysis.bootstrap_pooled_gap_ci(correct, sets.high, sets.low, n_boot=n_boot, seed=seed)
             row.update(pooled_gap=100.0 * (correct[all_hi].mean() - correct[all_lo].mean()),
                        pooled_ci_low=pooled_ci[0], pooled_ci_high=pooled_ci[1], macro_gap=float(np.mean(class_gaps)))
+        coverage = (card.metrics or {}).get("diagnostics", {}).get("cue_coverage", {})
+        row["cue_coverage"] = coverage.get("cue_images_covered_pct", np.nan)
         summary.append(row)
 
+    summary = pd.DataFrame(summary)
+    flag_worst_group(summary, _card(parent_folder).name)
     if groups:
         ids, names = group_ids
         counts = np.bincount(ids[table.split_mask(split)], minlength=len(names))
@@ -140,7 +174,7 @@ def compare_models(
         for g in groups:
             g["n"] = n_by_name.get(g["group"], 0)
     return ComparisonReport(
-        summary=pd.DataFrame(summary),
+        summary=summary,
         per_class_accuracy=pd.DataFrame(per_class, columns=["model", "class", "accuracy"]),
         groups=pd.DataFrame(groups, columns=["model", "group", "n", "accuracy"]),
         gaps=pd.DataFrame(gaps, columns=["model", "class_index", "class", "k", "acc_high", "acc_low", "gap",

@@ -31,6 +31,32 @@ from .data import load_images, require_split
 from .masking import DEFAULT_FRACTION, RULES, HeatmapMaker, PackedMasks, apply_masks, mask_batch, share_summary
 
 HISTOGRAM_BINS = 20
+CUE_MASK_COLUMN = "cue_mask_path"  # optional table column: a PNG per image, non-zero where the cue's pixels are
+
+
+def share_histogram(share_pct: np.ndarray, bins: int = HISTOGRAM_BINS) -> dict:
+    """Histogram of masked shares (percent) on a readable axis: from 0 to the next whole percent above the
+    largest share, so a rule that masks 25 % everywhere gives one bar at 25, not an axis from 24.9 to 25."""
+    share_pct = np.asarray(share_pct, dtype=np.float64)
+    top = max(1.0, float(np.ceil(share_pct.max()))) if len(share_pct) else 1.0
+    counts, edges = np.histogram(share_pct, bins=bins, range=(0.0, top))
+    return {"edges_pct": [round(float(e), 3) for e in edges], "counts": [int(c) for c in counts]}
+
+
+def cue_coverage_of_masks(masks: "PackedMasks", cue_paths: list[str], size) -> dict:
+    """Coverage of the known cue pixels by the masks (`analysis.cues`), over the images that have a cue mask."""
+    from PIL import Image
+
+    from ..analysis.cues import coverage_summary, cue_coverage
+
+    positions = [i for i, path in enumerate(cue_paths) if isinstance(path, str) and path]
+    shares = []
+    for start in range(0, len(positions), 512):
+        part = positions[start:start + 512]
+        cue = np.stack([np.asarray(Image.open(cue_paths[i]).convert("L").resize((size[1], size[0]), Image.NEAREST))
+                        > 0 for i in part])
+        shares.append(cue_coverage(masks[np.asarray(part)].numpy(), cue))
+    return coverage_summary(np.concatenate(shares) if shares else np.empty(0))
 
 
 def _loader(paths: list[str], size, batch_size: int, order: np.ndarray | None = None):
@@ -94,21 +120,27 @@ class MaskTune(Mitigation):
         train_idx = np.flatnonzero(train)
         paths = project.table.frame["path"].to_numpy()[train_idx].tolist()  # one conversion of the column
         labels = torch.as_tensor(project.table.labels[train_idx])
+        frame = project.table.frame
+        cue_paths = frame[CUE_MASK_COLUMN].to_numpy()[train_idx].tolist() if CUE_MASK_COLUMN in frame else None
         n = len(paths)
         project.cache_dir.mkdir(parents=True, exist_ok=True)
         with tempfile.TemporaryDirectory(prefix=".masktune-", dir=project.cache_dir) as scratch, \
                 PackedMasks(n, size, Path(scratch) / "masks.npy") as masks:
-            return self._run(model, paths, labels, size, masks, options, gen, device, progress)
+            return self._run(model, paths, labels, size, masks, options, gen, device, progress, cue_paths)
 
-    def _run(self, model, paths, labels, size, masks, options, gen, device, progress) -> MitigationResult:
+    def _run(self, model, paths, labels, size, masks, options, gen, device, progress,
+             cue_paths=None) -> MitigationResult:
         n = len(paths)
         rounds = options["rounds"]
         round_stats = []
+        coverage = None
         step = 1.0 / rounds
         for r in range(rounds):
             report_mask = stage(progress, r * step, r * step + 0.4 * step)
             report_tune = stage(progress, r * step + 0.4 * step, (r + 1) * step)
             share, agree = self._mask_round(model, paths, size, masks, labels, options, report_mask)
+            if r == 0 and cue_paths is not None:
+                coverage = cue_coverage_of_masks(masks, cue_paths, size)
             if r == 0 and options.get("head", "keep") == "reset":
                 reset_head(model)
             losses = self._tune_epoch(model, paths, size, masks, labels, options, gen, device, report_tune)
@@ -118,15 +150,14 @@ class MaskTune(Mitigation):
             round_stats.append(stats)
         model.cpu().eval()
         final_share = masks.shares()
-        counts, edges = np.histogram(100 * final_share, bins=HISTOGRAM_BINS,
-                                     range=(0.0, max(1.0, float(np.ceil(100 * final_share.max())))))
         metrics = {
             "masked_share": share_summary(final_share),
-            "masked_share_histogram": {"edges_pct": [round(float(e), 3) for e in edges],
-                                       "counts": [int(c) for c in counts]},
+            "masked_share_histogram": share_histogram(100 * final_share),
             "rounds": round_stats,
             "train_images": n,
         }
+        if coverage is not None:  # the first round's masks against the known cue pixels
+            metrics["cue_coverage"] = coverage
         notes = [
             f"MaskTune: XGradCAM of the predicted class at the feature map, rule '{options['rule']}', masks in the "
             f"model's {size[0]}×{size[1]} input coordinates; whole model fine-tuned {rounds} epoch(s) with "

@@ -111,11 +111,13 @@ CUE_COLUMN = "planted_cue"
 
 
 def write_cue_project(home, images: np.ndarray, labels: np.ndarray, split: np.ndarray, cue: np.ndarray,
-                      class_names: list[str], seed: int = 0, epochs: int = 3, name: str = "cue"):
+                      class_names: list[str], seed: int = 0, epochs: int = 3, name: str = "cue",
+                      pixels: np.ndarray | None = None):
     """PNG files, a table with the cue as group column, an ERM DigitNet trained on the training split,
     a project and its feature store. Returns the project.
 
-    images uint8 [N, 28, 28, 3] (the cue already drawn); labels int [N]; split str [N]; cue bool [N]."""
+    images uint8 [N, 28, 28, 3] (the cue already drawn); labels int [N]; split str [N]; cue bool [N];
+    pixels: bool [N, 28, 28] the cue's pixels, written as a `cue_mask_path` PNG column when given."""
     from pathlib import Path
 
     import pandas as pd
@@ -134,7 +136,12 @@ def write_cue_project(home, images: np.ndarray, labels: np.ndarray, split: np.nd
     for i, img in enumerate(images):
         path = folder / f"{split[i]}_{i:05d}.png"
         Image.fromarray(img).save(path, compress_level=1)
-        rows.append({"path": str(path), "label": int(labels[i]), "split": str(split[i]), CUE_COLUMN: int(cue[i])})
+        cue_path = ""
+        if pixels is not None and pixels[i].any():  # the cue's own pixels, for MaskTune's coverage figures
+            cue_path = str(folder / f"{split[i]}_{i:05d}_cue.png")
+            Image.fromarray((pixels[i] * 255).astype(np.uint8)).save(cue_path, compress_level=1)
+        rows.append({"path": str(path), "label": int(labels[i]), "split": str(split[i]), CUE_COLUMN: int(cue[i]),
+                     "cue_mask_path": cue_path})
     table = ImageTable(class_names=list(class_names), frame=pd.DataFrame(rows), group_columns=[CUE_COLUMN],
                        source=f"planted cue, seed {seed}")
     card = ModelCard(name="erm", architecture="spuraudit:digitnet", class_names=list(class_names),
