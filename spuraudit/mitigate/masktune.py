@@ -96,15 +96,15 @@ class MaskTune(Mitigation):
         Option("weight_decay", 0.0, "L2 penalty during fine-tuning.", minimum=0.0),
         Option("batch_size", 128, "Images per fine-tuning step.", minimum=1),
         Option("mask_batch_size", 256, "Images per heatmap batch.", minimum=1),
-        Option("head", "reset", "The last layer before the masked epoch: 'reset' (default) starts it from zero, so it "
-                                "learns only from what the masked images still show: a cue masked on every "
-                                "training image keeps no weight at all; 'keep' continues from the ERM head (the "
-                                "paper), whose weight on the cue no masked image can lower (a masked cue sends no "
-                                "gradient), so the cue still decides the test images that carry it.",
-               choices=("reset", "keep")),
-        Option("batchnorm", "frozen", "Batch-norm statistics during the masked epoch: 'frozen' (default) keeps the ERM "
-                                      "model's, fitted on whole images; 'train' updates them on masked images, whose "
-                                      "statistics the test images do not share.", choices=("frozen", "train")),
+        Option("head", "keep", "The last layer for the masked epoch: 'keep' (default, the paper) continues from the "
+                               "ERM head, whose weight on a cue no masked image can lower (a masked cue sends no "
+                               "gradient to it), so the cue keeps its vote on test images that carry it; 'reset' "
+                               "starts it from zero so that a cue masked everywhere gets no weight, but one epoch "
+                               "from zero on heavily masked images can collapse to one class (measured in "
+                               "benchmarks/README.md).", choices=("keep", "reset")),
+        Option("batchnorm", "train", "Batch-norm statistics during the masked epoch: 'train' (default, the paper) "
+                                     "updates them on the masked images; 'frozen' keeps the ERM model's, fitted on "
+                                     "whole images like the test images.", choices=("train", "frozen")),
         Option("rounds", 1, "Mask-and-tune rounds: 1 is MaskTune; each further round re-masks the masked images "
                             "with the tuned model (masks accumulate) and tunes one more epoch.", minimum=1, maximum=3),
         SEED_OPTION,
