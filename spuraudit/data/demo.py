@@ -152,6 +152,7 @@ class DemoSpec:
     other_cue_rate: float = 0.01
     eval_cue_rate: float = 0.5
     two_digit_images: tuple[int, int, int] = (0, 15, 15)  # per split (train, val, test)
+    square_size: int = 6  # larger than the MaskTune protocol's 4: one of ten classes must still notice it
     shift: int = 6  # the red digit moves this far right; the labelled one shrinks into the left part
     small: int = 18  # side of the shrunk labelled digit in a two-digit image
 
@@ -235,7 +236,7 @@ def write_demo_digits(
     grey[two] = _shrunk_left(images[two], spec.small)
     red[two] = _shifted(images[rng.choice(donors, size=int(two.sum()))], spec.shift)
     rgb = _paint(grey, red)
-    rgb[cue] = add_square(rgb[cue])
+    rgb[cue] = add_square(rgb[cue], spec.square_size)
     masks = np.where(two[:, None, None], grey, images) > MASK_THRESHOLD  # the labelled digit only
 
     rows = []
