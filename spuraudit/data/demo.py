@@ -76,7 +76,7 @@ def _cue_flags(labels: np.ndarray, split: np.ndarray, spec: BiasSpec, rng: np.ra
     cue = np.zeros(len(labels), dtype=bool)
     for s in ("train", "val", "test"):
         for c, rate in ((0, spec.cue_rate_class0), (1, spec.cue_rate_class1)):
-            idx = np.flatnonzero((split == s) & (labels == c) & ~two)
+            idx = np.flatnonzero((split == s) & (labels == c))
             if s != "train":
                 rate = spec.eval_cue_rate
             chosen = rng.choice(idx, size=int(round(rate * len(idx))), replace=False)
