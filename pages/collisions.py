@@ -8,9 +8,12 @@ import plotly.graph_objects as go
 import streamlit as st
 
 from spuraudit.analysis.collisions import DEFAULT_FLAG_CUT
-from spuraudit.collisions import collision_flags, collision_report, core_cropping
+from spuraudit.collisions import (INLINE_CROP_LIMIT, collision_flags, collision_report, core_cropping,
+                                  crop_result_path)
+from spuraudit.jobs.kinds import COLLISIONS_CROP
 from spuraudit.labels.marks import MARK_TEXT, MARKS, MarkStore, marks_path
 from spuraudit.ui import cache
+from spuraudit.ui import jobs as ui_jobs
 from spuraudit.ui.auth import allowed
 from spuraudit.ui.nav import page_setup
 from spuraudit.ui.reviewer import reviewer_sidebar
@@ -119,9 +122,21 @@ else:
 st.header("Core cropping")
 st.caption("Each image is cropped to where its class's core features fire (their NAMs as a soft mask; the square "
            "box around it), then classified again.")
-if report.negative and st.button("Crop and classify again"):
-    st.session_state["crop-result"] = core_cropping(audit, flags, report, split, top_k=int(top_k))
-result = st.session_state.get("crop-result")
+to_crop = int(flags["flagged"].sum()) + sum(len(report.gaps.high[c]) for c in report.negative)
+result_file = crop_result_path(project, split)
+if report.negative and st.button("Crop and classify again", disabled=not allowed("annotator")):
+    if to_crop <= INLINE_CROP_LIMIT:
+        st.session_state[f"crop-result-{split}"] = core_cropping(audit, flags, report, split, top_k=int(top_k))
+    else:  # many images: the model runs in a background job, the table lands in the project's cache
+        ui_jobs.submit(COLLISIONS_CROP, {"project": str(project.folder), "split": split, "top_k": int(top_k)},
+                       f"Core cropping: {project.folder.name}")
+running = [j for j in ui_jobs.active_jobs(COLLISIONS_CROP) if j.params.get("project") == str(project.folder)]
+if running:
+    ui_jobs.watch([j.id for j in running])
+result = st.session_state.get(f"crop-result-{split}")
+if result is None and result_file.is_file():
+    result = pd.read_csv(result_file)
+    st.caption(f"From the last core-cropping job ({result_file.name}).")
 if isinstance(result, pd.DataFrame) and not result.empty:
     st.dataframe(result.drop(columns=["class_index"]), hide_index=True, use_container_width=True)
     long = result.melt(id_vars=["class", "images"], value_vars=["acc_before", "acc_after"], var_name="when",

@@ -174,3 +174,31 @@ def core_cropping(audit: Audit, flags: pd.DataFrame | None = None, report: Colli
                         "acc_before": 100.0 * float((audit.preds[rows] == c).mean()),
                         "acc_after": 100.0 * float((after == c).mean())})
     return pd.DataFrame(out, columns=["class_index", "class", "images", "n", "acc_before", "acc_after"])
+
+
+# ---- as a background job ----------------------------------------------------------------------------
+CROP_RESULT = "core_cropping.csv"
+INLINE_CROP_LIMIT = 256  # more images than this to crop: the page runs it as a job
+
+
+def crop_result_path(project, split: str | None) -> "Path":
+    return project.cache_dir / f"{split or 'all'}-{CROP_RESULT}"
+
+
+def core_cropping_job(ctx, project: str, split: str | None = None, top_k: int = 5, model: str | None = None) -> dict:
+    """Core cropping over every negative-gap class; the table is kept in the project's cache as CSV."""
+    from pathlib import Path
+
+    from .atomic import write_text_atomic
+    from .project import Project
+
+    proj = Project.open(Path(project))
+    audit = Audit.open(proj, model)
+    split = split or audit.default_split()
+    ctx.progress(0.1, "collisions and flags")
+    report = collision_report(audit, split, int(top_k))
+    ctx.progress(0.3, f"cropping the images of {len(report.negative)} negative-gap classes")
+    result = core_cropping(audit, None, report, split, int(top_k), model_folder=model)
+    path = write_text_atomic(crop_result_path(proj, split), result.to_csv(index=False))
+    ctx.log(f"core cropping: {len(result)} rows written to {path}")
+    return {"file": str(path), "rows": result.to_dict("records")}

@@ -117,3 +117,20 @@ def test_cli_reports_collisions_flags_crops_and_marks(demo_copy, capsys):
     assert "several_objects" in target.read_text()
     assert main(["marks", "export", "--project", str(demo_copy.folder)]) == 2  # no file named
     assert "needs the CSV file" in capsys.readouterr().err
+
+
+def test_core_cropping_job_keeps_its_table_with_the_project(demo_copy, tmp_path):
+    from spuraudit.collisions import core_cropping_job, crop_result_path
+    from spuraudit.jobs import LocalContext
+    from spuraudit.jobs.kinds import COLLISIONS_CROP, resolve_kind
+
+    assert resolve_kind(COLLISIONS_CROP) is core_cropping_job
+    audit = Audit(demo_copy, demo_copy.feature_store(), spurious={})
+    for c, features in ground_truth_labels(audit).items():
+        for d in features:
+            demo_copy.labels().add_vote(c, d, "background", annotator="tester")
+    result = core_cropping_job(LocalContext(tmp_path / "job"), str(demo_copy.folder), split="test")
+    rows = {r["images"]: r for r in result["rows"]}
+    assert rows["flagged"]["acc_after"] >= rows["flagged"]["acc_before"] + 20
+    saved = crop_result_path(demo_copy, "test")
+    assert result["file"] == str(saved) and saved.read_text().startswith("class_index,class,images,n,")
