@@ -134,3 +134,31 @@ def test_core_cropping_job_keeps_its_table_with_the_project(demo_copy, tmp_path)
     assert rows["flagged"]["acc_after"] >= rows["flagged"]["acc_before"] + 20
     saved = crop_result_path(demo_copy, "test")
     assert result["file"] == str(saved) and saved.read_text().startswith("class_index,class,images,n,")
+
+
+def test_collisions_page_shows_the_flows_flags_and_crop(demo_copy, monkeypatch):
+    from pathlib import Path
+
+    from streamlit.testing.v1 import AppTest
+
+    audit = Audit(demo_copy, demo_copy.feature_store(), spurious={})
+    for c, features in ground_truth_labels(audit).items():
+        for d in features:
+            demo_copy.labels().add_vote(c, d, "background", annotator="tester")
+    monkeypatch.setenv("SPURAUDIT_HOME", str(demo_copy.folder.parent.parent))
+    page = Path(__file__).resolve().parents[1] / "pages" / "collisions.py"
+    at = AppTest.from_file(str(page), default_timeout=180)
+    at.query_params["project"] = "demo"
+    at.query_params["annotator"] = "ana"
+    at.run()
+    assert not at.exception, [e.value for e in at.exception]
+    assert at.title[0].value == "Spurious feature collisions"
+    assert len(at.get("plotly_chart")) == 1  # the flows
+    assert any("digit 7" in m.value and "gap -" in m.value for m in at.markdown)
+    radios = [r for r in at.radio if r.key and r.key.startswith("mark-")]
+    assert len(radios) >= 12  # one per flagged image
+    radios[0].set_value("label_error").run()
+    assert [m["mark"] for m in MarkStore(marks_path(demo_copy.folder)).marks()] == ["label_error"]
+    next(b for b in at.button if b.label == "Crop and classify again").click().run()
+    assert not at.exception, [e.value for e in at.exception]
+    assert len(at.get("plotly_chart")) == 2  # and the before/after bars
