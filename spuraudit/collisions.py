@@ -13,6 +13,7 @@ import pandas as pd
 import torch
 import torch.nn.functional as F
 
+from . import analysis
 from .analysis import collisions as formulas
 from .audit import Audit, GapReport
 
@@ -35,11 +36,11 @@ def collision_report(audit: Audit, split: str | None = None, top_k: int = 5, mod
     """Where each labelled spurious feature is a top feature of another class, and where images flow."""
     split = split or audit.default_split()
     names = audit.class_names
+    weights = audit.importance(split, mode)  # [C, D] from the stored class means: no image rows read
     top, importance = {}, {}
     for c in range(len(names)):
-        table = audit.top_features(c, k=top_k, split=split, mode=mode)
-        top[c] = [int(d) for d in table["feature"]]
-        importance[c] = dict(zip(top[c], (float(v) for v in table["importance"])))
+        top[c] = [int(d) for d in analysis.top_k(weights[c], top_k)]
+        importance[c] = {d: float(weights[c, d]) for d in top[c]}
     rows = formulas.collisions(audit.spurious, top, importance, audit._pair_labels())
     gaps = audit.gaps(split, k=gap_k, n_boot=200)
     flows = []
