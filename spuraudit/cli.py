@@ -455,7 +455,7 @@ def build_parser() -> argparse.ArgumentParser:
             sp.add_argument("--json", action="store_true", help="print the result as JSON")
         return sp
 
-    sp = add("demo", cmd_demo, "build the built-in demo: biased digits, a small CNN, extracted features", project=False)
+    sp = add("demo", cmd_demo, "build the built-in demo: ten digit classes with planted cues, a small CNN, extracted features", project=False)
     sp.add_argument("--seed", type=int, default=0)
 
     sp = add("create", cmd_create, "create a project from your dataset and checkpoint", project=False)
@@ -540,6 +540,10 @@ def build_parser() -> argparse.ArgumentParser:
     sp = add("autolabel", cmd_autolabel, "propose core/spurious labels with the segmentation or CLIP labeler",
              split=True)
     configure_autolabel_parser(sp)
+
+    from .collisions_cli import configure_collision_parsers  # collisions, flags, crop, marks
+
+    configure_collision_parsers(add)
 
     sp = add("mitigate", cmd_mitigate, "train a mitigated model (masktune, head_tuning, error_tuning, dfr)")
     sp.add_argument("--method", help="method name (see --list)")

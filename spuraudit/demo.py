@@ -1,4 +1,4 @@
-"""Build the built-in demo end to end: biased digits -> a small CNN trained here -> an audit project."""
+"""Build the built-in demo end to end: ten planted-cue digit classes -> a small CNN trained here -> a project."""
 
 from __future__ import annotations
 
@@ -11,7 +11,7 @@ import torch
 from . import paths
 from .analysis.metrics import accuracy, group_accuracies, worst_group_accuracy
 from .common import Progress
-from .data.demo import CLASS_NAMES, CUE_COLUMN, BiasSpec, bundled_digits, write_biased_digits
+from .data.demo import CUE_COLUMN, DIGIT_NAMES, DemoSpec, bundled_digits, write_demo_digits
 from .modelio import ModelCard, build_audit_model, save_model
 from .project import Project
 from .training import load_tensors, predict, train_classifier
@@ -19,7 +19,7 @@ from .training import load_tensors, predict, train_classifier
 DEMO_PROJECT = "demo"
 DEMO_MODEL = "demo-digitnet"
 DEMO_SIZES = (3000, 1000, 1000)  # train, val, test out of the 5,000 bundled digits
-DEMO_BIAS = BiasSpec(cue_rate_class0=0.98, cue_rate_class1=0.02)
+DEMO_SPEC = DemoSpec()
 DEMO_EPOCHS = 6
 
 
@@ -37,7 +37,7 @@ def build_demo(
     base: Path | None = None,
     seed: int = 0,
     epochs: int = DEMO_EPOCHS,
-    bias: BiasSpec = DEMO_BIAS,
+    spec: DemoSpec = DEMO_SPEC,
     sizes: tuple[int, int, int] = DEMO_SIZES,
     name: str = DEMO_PROJECT,
     progress: Progress | None = None,
@@ -52,14 +52,14 @@ def build_demo(
         shutil.rmtree(data_folder)
 
     images, digits = bundled_digits()
-    table = write_biased_digits(
-        data_folder, images, digits, sizes, bias, seed=seed, progress=_stage(progress, 0.0, 0.1)
+    table = write_demo_digits(
+        data_folder, images, digits, sizes, spec, seed=seed, progress=_stage(progress, 0.0, 0.1)
     )
 
     card = ModelCard(
         name=f"{name}-digitnet" if name != DEMO_PROJECT else DEMO_MODEL,
         architecture="spuraudit:digitnet",
-        class_names=list(CLASS_NAMES),
+        class_names=list(DIGIT_NAMES),
         input_size=[28, 28],
         mean=[0.5, 0.5, 0.5],
         std=[0.5, 0.5, 0.5],
@@ -79,7 +79,7 @@ def build_demo(
     correct = predict(model, x_test) == table.labels[test]
     cue = table.frame[CUE_COLUMN].to_numpy()[test]
     cells = 2 * table.labels[test] + cue  # group id of (class c, cue s) is 2c + s
-    groups = {f"{CLASS_NAMES[g // 2]} | {CUE_COLUMN}={g % 2}": round(acc, 1)
+    groups = {f"{DIGIT_NAMES[g // 2]} | {CUE_COLUMN}={g % 2}": round(acc, 1)
               for g, acc in group_accuracies(correct, cells).items()}
     card.metrics = {"test_accuracy": round(accuracy(correct), 1), "test_group_accuracy": groups,
                     "test_worst_group_accuracy": round(worst_group_accuracy(correct, cells), 1)}

@@ -15,11 +15,22 @@ SHARED_DATA = Path(__file__).resolve().parents[1].parent / "shared" / "data"
 
 @pytest.fixture(scope="session")
 def demo_home(tmp_path_factory) -> Path:
-    """A home folder holding the built demo (data, trained model, project, features)."""
+    """A home folder holding the built demo (data, trained model, project, features).
+
+    SPURAUDIT_TEST_DEMO_HOME names a home where the demo was built already (by this version): it is copied
+    instead of built again, to rerun a few tests quickly while working on them.
+    """
+    import shutil
+
     from spuraudit.demo import build_demo
 
     home = tmp_path_factory.mktemp("home")
-    build_demo(base=home)
+    prebuilt = os.environ.get("SPURAUDIT_TEST_DEMO_HOME")
+    if prebuilt:
+        for name in ("projects", "models"):
+            shutil.copytree(Path(prebuilt) / name, home / name, symlinks=True)
+    else:
+        build_demo(base=home)
     return home
 
 

@@ -72,7 +72,7 @@ def test_launch_head_tuning_and_compare_in_chromium(demo_home, tmp_path, monkeyp
             page.get_by_role("option", name=METHOD_LABEL, exact=True).click()
             expect(method_box).to_have_value(METHOD_LABEL, timeout=LOAD)
             page.get_by_text(f"Options of {METHOD_LABEL}").wait_for(timeout=LOAD)
-            page.get_by_text("Spurious features: digit 0-4: #").wait_for(timeout=LOAD)
+            page.get_by_text("Spurious features: digit 0: #").wait_for(timeout=LOAD)
             launch = page.get_by_test_id("stBaseButton-primaryFormSubmit").filter(has_text="Launch")
             expect(launch).to_be_enabled(timeout=LOAD)
             page.get_by_test_id("stNumberInput").filter(has_text="seed").wait_for(timeout=LOAD)

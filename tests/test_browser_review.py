@@ -25,7 +25,7 @@ def _metric(page, label: str):
 
 
 def _current_pair(page) -> tuple[int, int]:
-    """(class, feature) from the subheader "Class 0: digit 0-4 · feature 40 · rank 1 in its class"."""
+    """(class, feature) from the subheader "Class 0: digit 0 · feature 40 · rank 1 in its class"."""
     head = page.get_by_role("heading", name=re.compile(r"^Class \d+: .* · feature \d+")).first
     head.wait_for(timeout=SLOW)
     match = re.match(r"Class (\d+): .* · feature (\d+)", head.inner_text())

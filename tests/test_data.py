@@ -143,3 +143,38 @@ def test_add_square_copies():
     img = np.zeros((2, 6, 6, 3), dtype=np.uint8)
     out = add_square(img)
     assert img.sum() == 0 and out[:, :4, :4, 0].min() == 255 and out[:, 4:, :, :].sum() == 0
+
+
+def test_ten_class_demo_generator_plants_what_its_columns_say(tmp_path):
+    from spuraudit.data.demo import DIGIT_NAMES, MULTI_COLUMN, RED_COLUMN, DemoSpec, write_demo_digits
+
+    x, y = bundled_digits()
+    spec = DemoSpec(two_digit_images=(0, 5, 5))
+    table = write_demo_digits(tmp_path, x, y, (600, 200, 200), spec, seed=1)
+    f = table.frame
+    assert table.class_names == DIGIT_NAMES and (f.label == f.digit).all()
+    train = f[f.split == "train"]
+    rates = train.groupby("label")["square"].mean()
+    assert rates[spec.cue_class] == pytest.approx(spec.cue_rate, abs=0.02)
+    assert rates.drop(spec.cue_class).max() <= 0.05
+    test = f[f.split == "test"]
+    assert test[test[MULTI_COLUMN] == 0].groupby("label")["square"].mean().between(0.45, 0.55).all()
+    two = f[f[MULTI_COLUMN] == 1]
+    assert (two.label == spec.confused_class).all() and two.split.value_counts().to_dict() == {"val": 5, "test": 5}
+    assert (two.square == 0).all() and (two[RED_COLUMN] == 1).all()
+    assert (f[RED_COLUMN] == ((f.label == spec.red_class) | (f[MULTI_COLUMN] == 1))).all()
+    side = spec.square_size
+
+    def pixels(row):
+        return np.asarray(Image.open(row.path)).astype(int), np.asarray(Image.open(row.mask_path)) > 0
+
+    square, _ = pixels(f[f.square == 1].iloc[0])
+    assert (square[:side, :side] == [255, 0, 0]).all()
+    red, red_mask = pixels(f[(f.label == spec.red_class) & (f.square == 0)].iloc[0])
+    assert (red[..., 1:] == 0).all() and red[..., 0].max() > 200 and red_mask.any()  # drawn in red only
+    both, both_mask = pixels(two.iloc[0])
+    is_red = (both[..., 0] > 128) & (both[..., 1] == 0)
+    is_grey = (both[..., 0] > 128) & (both[..., 1] == both[..., 0])
+    assert is_red.sum() > 20 and is_grey.sum() > 20  # a grey digit and a red one
+    assert not (both_mask & is_red).any() and (both_mask & is_grey).sum() >= 0.5 * is_grey.sum()  # the mask: grey only
+    assert is_grey.nonzero()[1].mean() < is_red.nonzero()[1].mean()  # the labelled digit on the left

@@ -71,7 +71,7 @@ def test_balanced_sample_variant_records_its_choice(labelled_demo, tmp_path):
                                                      "seed": 3}, out_folder=tmp_path / "balanced")
     diag = load_model(folder)[1].metrics["diagnostics"]
     assert diag["other_classes_used"] == "balanced_sample"
-    assert diag["tuning_images"] == {"digit 0-4": 100, "digit 5-9": 100}
+    assert diag["tuning_images"] == {name: 100 for name in project.table.class_names}
 
 
 def test_error_tuning_and_dfr_write_complete_models(labelled_demo, tmp_path):
@@ -80,8 +80,11 @@ def test_error_tuning_and_dfr_write_complete_models(labelled_demo, tmp_path):
     _, _, card = _check_folder(project, err, "error_tuning")
     parent_preds = np.asarray(project.feature_store().preds)
     train = project.table.split_mask("train")
-    wrong = int(np.sum(train & (parent_preds != project.table.labels)))
-    assert sum(card.metrics["diagnostics"]["tuning_images"].values()) == wrong
+    wrong = train & (parent_preds != project.table.labels)
+    tuning = card.metrics["diagnostics"]["tuning_images"]
+    for c, name in enumerate(project.table.class_names):  # classes without errors get a balanced sample
+        n_wrong = int(np.sum(wrong & (project.table.labels == c)))
+        assert tuning[name] == n_wrong or n_wrong == 0, name
 
     dfr = run_mitigation(project, "dfr", {"seed": 0, "n_subsamples": 3}, out_folder=tmp_path / "dfr")
     _, _, card = _check_folder(project, dfr, "dfr")

@@ -23,6 +23,7 @@ MITIGATE_RUN = "mitigate.run"
 AUTOLABEL_RUN = "autolabel.run"
 AUTOLABEL_CONCEPTS = "autolabel.concepts"
 PROJECT_CREATE = "project.create"
+COLLISIONS_CROP = "collisions.crop"
 
 KINDS: dict[str, str] = {
     DEMO_BUILD: "spuraudit.tasks:build_demo_job",
@@ -31,6 +32,7 @@ KINDS: dict[str, str] = {
     AUTOLABEL_RUN: "spuraudit.autolabel.base:run_autolabel_job",
     AUTOLABEL_CONCEPTS: "spuraudit.autolabel.clip:concept_scores_job",
     PROJECT_CREATE: "spuraudit.create:create_project_job",
+    COLLISIONS_CROP: "spuraudit.collisions:core_cropping_job",
 }
 
 

@@ -14,6 +14,7 @@ PAGES = [
     ("Audit", "app.py", "Home", ":material/home:"),
     ("Audit", "pages/features.py", "Features", ":material/manage_search:"),
     ("Audit", "pages/rankings.py", "Rankings & gaps", ":material/leaderboard:"),
+    ("Audit", "pages/collisions.py", "Collisions", ":material/call_split:"),
     ("Label", "pages/review.py", "Review features", ":material/label:"),
     ("Fix", "pages/mitigate.py", "Mitigate", ":material/build:"),
     ("Fix", "pages/compare.py", "Compare models", ":material/compare:"),
