@@ -13,10 +13,11 @@ from .metrics import auroc
 
 
 def group_separation(activation: np.ndarray, values: np.ndarray) -> tuple[float, str | None]:
-    """How well one feature's activation tells one value of a group column from the rest, within a class.
+    """Which value of a group column a feature fires on, and how cleanly, within a class.
 
-    For each value v present (and absent from some image), AUROC of the activation for "value == v";
-    the separation is max(AUROC, 1 − AUROC), 0.5 = no better than chance, 1 = a perfect split.
+    For each value v present, the AUROC of the activation for "value == v" (1 = every image with v
+    activates the feature more than every image without it, 0.5 = chance); the value with the
+    highest AUROC is the one the feature tracks.
 
     Args:
         activation: float [n], the feature on the class's images.
@@ -24,7 +25,7 @@ def group_separation(activation: np.ndarray, values: np.ndarray) -> tuple[float,
             and are left out).
 
     Returns:
-        (best separation in [0.5, 1], the value it singles out); (NaN, None) when fewer than two values occur.
+        (its AUROC, in [0.5, 1], the value it fires on); (NaN, None) when fewer than two values occur.
     """
     activation = np.asarray(activation, dtype=np.float64).ravel()
     values = np.asarray(values, dtype=object).ravel()
@@ -38,11 +39,8 @@ def group_separation(activation: np.ndarray, values: np.ndarray) -> tuple[float,
         return best, which
     for value in distinct:
         area = auroc(activation, values == value)
-        score = max(area, 1.0 - area)
-        if which is None or score > best:
-            best, which = score, str(value)
-        if distinct.size == 2:  # the second value's split is the same one, mirrored
-            break
+        if which is None or area > best:
+            best, which = area, str(value)
     return best, which
 
 

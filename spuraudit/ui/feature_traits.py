@@ -45,7 +45,7 @@ def traits_caption(traits: dict | None) -> str:
         return ""
     parts = []
     for column, value, score in traits["groups"][:2]:
-        parts.append(f"separates `{column}={value}` with AUROC {score:.2f}")
+        parts.append(f"fires on `{column}={value}` (AUROC {score:.2f})")
     closest = traits["closest"]
     if closest is not None:
         share = closest[1]
