@@ -102,3 +102,25 @@ def test_pca_map_keeps_clusters_apart_and_does_not_flip():
     assert abs(xy[:20, 0].mean() - xy[20:, 0].mean()) > 5 * xy[:20, 0].std()
     assert np.allclose(pca_2d(np.vstack([a, b])), xy)
     assert np.all(pca_2d(np.ones((1, 4))) == 0)
+
+
+@bad_input("names", "deleting a project named `../models` or a model another project still uses",
+           "refused with the reason; nothing is deleted")
+def test_delete_project_and_model_only_inside_their_folders(tmp_path):
+    from spuraudit.removal import RemovalError, delete_model, delete_project
+
+    (tmp_path / "projects" / "p").mkdir(parents=True)
+    (tmp_path / "projects" / "p" / "project.json").write_text('{"name": "p", "model": "m1"}')
+    for m in ("m1", "m2"):
+        (tmp_path / "models" / m).mkdir(parents=True)
+        (tmp_path / "models" / m / "model.yaml").write_text("name: x\n")
+    with pytest.raises(RemovalError, match="not a folder directly under"):
+        delete_project("../models", base=tmp_path)
+    with pytest.raises(RemovalError, match="used by project p"):
+        delete_model("m1", base=tmp_path)
+    delete_model("m2", base=tmp_path)
+    assert not (tmp_path / "models" / "m2").exists() and (tmp_path / "models" / "m1").is_dir()
+    delete_project("p", base=tmp_path)
+    assert list((tmp_path / "projects").iterdir()) == []
+    delete_model("m1", base=tmp_path)  # no project uses it any more
+    assert list((tmp_path / "models").iterdir()) == []
