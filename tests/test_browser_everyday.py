@@ -72,6 +72,7 @@ def test_a_vote_on_an_unseen_pair_moves_on_without_waiting_for_attacks(demo_copy
         page.wait_for_url(re.compile(rf"pair={second[0]}-{second[1]}"), timeout=PROMPT)
         page.reload(wait_until="domcontentloaded")
         assert _pair(page) == second
+        _idle(page)
         screenshot(page, "review-after-vote")
     assert [v.answer for v in demo_copy.labels().votes(*first)] == ["background"]
 
