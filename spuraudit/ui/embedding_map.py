@@ -56,6 +56,8 @@ def embedding_map(audit: Audit, class_index: int, split: str | None, score_of: d
         custom = point.get("customdata") if isinstance(point, dict) else None
         if custom:
             picked.append(int(custom[0]))
+        elif colour == "spuriosity" and isinstance(point, dict) and "point_index" in point:
+            picked.append(int(rows[int(point["point_index"])]))  # one trace: its points are in `rows` order
     seen = st.session_state.get(f"{prefix}_map_last")
     if picked and picked != seen:  # a new lasso: add its images to the selection once
         st.session_state[f"{prefix}_map_last"] = picked

@@ -49,7 +49,8 @@ def filters(audit: Audit, order: np.ndarray, scores: np.ndarray, tags: TagStore,
     cols = st.columns(2 + len(group_columns) + 1)
 
     url_state.seed(f"{prefix}_correct", "correct", str, CORRECTNESS)
-    correctness = cols[0].segmented_control("Prediction is", CORRECTNESS, key=f"{prefix}_correct", default="all") or "all"
+    st.session_state.setdefault(f"{prefix}_correct", "all")  # no widget default beside a value from the address
+    correctness = cols[0].segmented_control("Prediction is", CORRECTNESS, key=f"{prefix}_correct") or "all"
     url_state.keep("correct", correctness, "all")
 
     preds = audit.preds[order]
