@@ -26,3 +26,13 @@ def test_an_idle_worker_that_exits_is_reaped_without_anyone_polling_it(tmp_path)
         time.sleep(0.2)
     assert proc.returncode == 0
     assert _state(proc.pid) is None  # collected: no zombie entry left in the process table
+
+
+def test_a_finished_jobs_result_reads_as_one_line():
+    from spuraudit.ui.jobs import result_summary
+
+    line = result_summary({"model_folder": "/home/ana/spuraudit/models/demo-digitnet-dfr-20261202", "method": "dfr",
+                           "worst_group_accuracy": 91.25, "per_class": [1, 2], "key": "abc", "ok": True})
+    assert line == "model folder demo-digitnet-dfr-20261202 · method dfr · worst group accuracy 91.2 · ok yes"
+    assert result_summary(None) == "" and result_summary({}) == ""
+    assert result_summary({"name": "[x](http://evil)"}) == "name \\[x\\]\\(http\\://evil\\)"
