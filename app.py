@@ -143,3 +143,9 @@ with st.expander("Dataset"):
 
 with st.expander("Model card"):
     st.code(card.to_yaml(), language="yaml")
+
+
+if allowed("admin"):
+    from spuraudit.ui.removal import delete_section
+
+    delete_section(project)

@@ -55,6 +55,36 @@ def _preview(path: str, groups: tuple[str, ...], image_root: str, stamp: float):
     return preview_dataset(path, groups, image_root=image_root or None)
 
 
+@st.cache_data(show_spinner="Looking for the architecture whose tensors match the file's…", max_entries=8)
+def _suggest(path: str, trust: bool, stamp: float):
+    from spuraudit.modelio.inspection import suggest_for_file
+
+    return suggest_for_file(path, trust_pickle=trust)
+
+
+def _pick_architecture(name: str) -> None:
+    st.session_state["architecture"] = name
+
+
+def _suggestions(path: str, trust: bool, chosen: str) -> None:
+    """Ranked architectures that fit the file, each with its head verdict and a button to pick it."""
+    matches = _suggest(path, trust, _stamp(path))
+    if not matches:
+        st.info("No known architecture has this file's tensor names and shapes. If it is a TorchScript file, "
+                "pick `torchscript`; otherwise check which network the file was saved from.")
+        return
+    st.markdown("**Architectures that match this file** (tensor names and shapes), best first:")
+    for i, m in enumerate(matches):
+        head = f"head found ({m.num_classes} classes)" if m.head_found else "no head"
+        fit = "exact fit" if m.exact else f"{m.score:.0%} of tensors match"
+        row = st.columns([3, 2, 1], vertical_alignment="center")
+        row[0].markdown(f"`{m.architecture}`")
+        row[1].caption(f"{fit} · {head}")
+        row[2].button("Use this" if m.architecture != chosen else "chosen", key=f"use-arch-{i}",
+                      type="primary" if i == 0 else "secondary", disabled=m.architecture == chosen,
+                      on_click=_pick_architecture, args=(m.architecture,), width="stretch")
+
+
 @st.cache_data(show_spinner="Reading the checkpoint…", max_entries=8)
 def _inspect(path: str, arch: str, trust: bool, options: tuple, size: int, stamp: float):
     return inspect_model(path, arch, trust, dict(options), size)
@@ -212,12 +242,17 @@ if checkpoint:
         if model_source == "Upload a file":
             discard_upload(checkpoint)  # refused for good: keep no copy of it
     else:
-        head = f"{summary.num_classes} classes in the head" if summary.num_classes else "no classification head"
-        st.success(f"Read {summary.num_tensors} tensors: {head}.")
+        if summary.layout_mismatch or summary.fit_error:
+            st.error(f"This file does not fit **{arch}**: its tensors have other names or shapes.")
+            if arch != "torchscript":
+                _suggestions(checkpoint, trust, arch)
+            with st.expander("What does not fit"):
+                st.code(summary.fit_error or "", language="text")
+        else:
+            head = f"{summary.num_classes} classes in the head" if summary.num_classes else "no classification head"
+            st.success(f"Read {summary.num_tensors} tensors: {head}.")
         for note in summary.notes:
             st.caption(f"· {note}")
-        if summary.fit_error:
-            st.error(summary.fit_error)
         if summary.backbone_only and not linear_probe:
             st.warning("This file holds a backbone without a head for your classes: tick the linear-probe option.")
 

@@ -9,9 +9,9 @@ from spuraudit.ui import cache
 from spuraudit.ui.nav import page_setup
 from spuraudit.ui.auth import allowed
 from spuraudit.ui.state import annotator_name, require_project, signed_in_name
+from spuraudit.ui.evidence_view import attack_row, cam_row, heatmap_controls, heatmap_overlays
+from spuraudit.ui.feature_traits import feature_traits, traits_caption
 from spuraudit.ui.widgets import (
-    cached_attack,
-    cached_cams,
     cached_pair_evidence,
     class_picker,
     image_row,
@@ -31,6 +31,7 @@ split = split_picker(audit)
 mode = image_set_picker(project)
 k = st.sidebar.slider("Top features (k)", 1, 15, int(project.settings.get("top_k", 5)), key="top_k")
 n_images = st.sidebar.slider("Images per feature", 4, 16, 8, key="n_images")
+heat_alpha, heat_side = heatmap_controls("features_heat")
 
 from spuraudit.explain import CAM_METHODS  # noqa: E402  (after the project checks: imports torch)
 
@@ -54,11 +55,16 @@ st.markdown(
     "success."
 )
 colors = {"spurious": "#d62728", "core": "#2ca02c", "ambiguous": "#ff7f0e", "unlabelled": "#7f7f7f"}
-fig = px.bar(top, x=top["feature"].map(lambda d: f"#{d}"), y="importance", color="label",
+bars = [f"#{d}" for d in top["feature"]]
+fig = px.bar(top, x=bars, y="importance", color="label",
              color_discrete_map=colors, hover_data=["triage_gap", "weight"],
              labels={"x": "feature", "importance": "importance I[c, d]"})
-fig.update_layout(height=280, margin=dict(t=10, b=10), xaxis_type="category")
+# The bars in the cards' order (by rank), whatever the labels: colour groups would otherwise reorder them.
+fig.update_layout(height=280, margin=dict(t=10, b=10), xaxis_type="category",
+                  xaxis=dict(categoryorder="array", categoryarray=bars))
 st.plotly_chart(fig, width="stretch")
+
+traits = feature_traits(audit, class_index, [int(d) for d in top["feature"]], split, triage_k)
 
 LABEL_CHOICES = {"core": "main_object", "spurious (background)": "background",
                  "spurious (separate object)": "separate_object"}
@@ -70,6 +76,9 @@ for row in top.itertuples():
         head.subheader(f"#{row.rank} · feature {d}")
         head.caption(f"importance {row.importance:.3f} · head weight {row.weight:+.3f} · "
                      f"triage gap {row.triage_gap:+.1f} points · label: **{row.label}**")
+        what = traits_caption(traits.get(d))
+        if what:
+            head.caption(":material/fingerprint: " + what)
         with control:
             choice = st.segmented_control("Label", list(LABEL_CHOICES), key=f"label-{class_index}-{d}",
                                           label_visibility="collapsed")
@@ -86,16 +95,18 @@ for row in top.itertuples():
         with tabs[0]:
             image_row(ev.images, acts)
         with tabs[1]:
-            image_row(ev.nams, acts)
+            image_row(heatmap_overlays(ev.images, ev.nam_maps, heat_alpha, heat_side), acts,
+                      width=224 if heat_side else 112)
         with tabs[2]:
             if small_inputs or st.toggle("Compute the class activation maps", key=f"cam-{class_index}-{d}",
                                          help="A forward and backward pass per top image; seconds each for "
                                               "large models on a CPU, so asked for rather than run on every visit."):
-                image_row(cached_cams(audit, store.meta["key"], tuple(map(int, ev.top)), class_index, cam_method))
+                cam_row(audit, store.meta["key"], tuple(map(int, ev.top)), class_index, cam_method)
         with tabs[3]:
             if st.toggle("Compute the feature attack", key=f"attack-{class_index}-{d}",
-                         help="Gradient ascent on this feature's activation from each top image, 100 steps."):
-                image_row(cached_attack(audit, store.meta["key"], tuple(map(int, ev.top)), d))
+                         help="Gradient ascent on this feature's activation from each top image, 100 steps, "
+                              "computed in the background and kept on disk."):
+                attack_row(audit, store.meta["key"], class_index, d, n_images, split, mode)
         with tabs[4]:
             image_row(ev.bottom_images, [f"r={a:.2f}" for a in ev.bottom_activation])
 

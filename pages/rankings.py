@@ -9,7 +9,9 @@ import plotly.graph_objects as go
 import streamlit as st
 
 from spuraudit.analysis import accuracy_along_ranking
-from spuraudit.ui import cache
+from spuraudit.image_tags import TagStore
+from spuraudit.ui import cache, gallery, url_state
+from spuraudit.ui.embedding_map import embedding_map
 from spuraudit.ui.nav import page_setup
 from spuraudit.ui.state import load_model, require_project
 from spuraudit.ui.widgets import plain, split_picker
@@ -67,9 +69,12 @@ st.dataframe(per_class.drop(columns=["class_index"]), hide_index=True,
 
 st.header("Gallery")
 ranked = [int(c) for c in per_class["class_index"]]
-class_index = st.selectbox("Class", ranked, format_func=lambda c: f"{c}: {names[c]}")
+url_state.seed("gallery_class", "class", int, ranked)
+class_index = st.selectbox("Class", ranked, format_func=lambda c: f"{c}: {names[c]}", key="gallery_class")
+url_state.keep("class", class_index, ranked[0] if ranked else None)
 order, scores = cache.ranking(audit, class_index, split)
 correct = audit.correct[order]
+score_of = {int(i): float(s) for i, s in zip(order, scores)}
 
 # Accuracy along the ranking: where does the model start to fail?
 _, _, accuracy = accuracy_along_ranking(correct)
@@ -82,13 +87,11 @@ fig2.update_layout(height=260, margin=dict(t=10, b=10))
 st.plotly_chart(fig2, width="stretch")
 
 _, card = load_model(project.model_folder)
-page_size = st.select_slider("Images per page", [12, 24, 48], value=24)
-pages = max(1, -(-len(order) // page_size))
-page = st.number_input(f"Page (1 = cue absent … {pages} = cue everywhere)", 1, pages, 1)
-
-start = (page - 1) * page_size
-chunk = order[start:start + page_size]
-images = cache.thumbnails(audit, chunk, card.input_size)
-captions = [f"{'✓' if audit.correct[i] else '✗'} s={s:+.2f}" for i, s in zip(chunk, scores[start:start + page_size])]
-st.image(images, caption=captions, width=96)
-st.caption(f"Images {start + 1}-{start + len(chunk)} of {len(order)}, sorted by spuriosity. ✓ correct, ✗ wrong.")
+tags = TagStore(project.folder)
+with st.expander("Map of the class's images (select with a lasso)"):
+    embedding_map(audit, class_index, split, score_of)
+rows = gallery.filters(audit, order, scores, tags)
+gallery.grid(audit, rows, card.input_size)
+gallery.actions(audit, rows, tags, score_of, names[class_index])
+gallery.inspector_if_asked(audit, score_of, tags)
+st.caption("The address of this page keeps the class, page and filters: copy it to share or bookmark this view.")

@@ -22,7 +22,8 @@ from spuraudit.ui.nav import page_setup
 from spuraudit.ui.review_queue import queue_sidebar
 from spuraudit.ui.reviewer import current_reviewer, reviewer_sidebar
 from spuraudit.ui.state import require_features, require_project
-from spuraudit.ui.widgets import cached_attack, cached_pair_evidence, image_row, plain
+from spuraudit.ui.evidence_view import attack_row, heatmap_controls, heatmap_overlays, request_attacks
+from spuraudit.ui.widgets import cached_pair_evidence, image_row, plain
 
 EVIDENCE_PX = 84  # top images, NAMs and attacks: the default 8 per row fit the evidence column on one line
 
@@ -38,6 +39,7 @@ st.title("Review features")
 reviewer = reviewer_sidebar(project, labels)
 view = queue_sidebar(project, audit, labels, feature_store, reviewer)
 split, mode, n_images, shown = view.split, view.mode, view.n_images, view.shown
+heat_alpha, heat_side = heatmap_controls("review_heat")
 
 flash = st.session_state.pop("review_flash", None)
 if flash:
@@ -60,6 +62,23 @@ def _class_examples(folder: str, class_index: int, split_name: str | None, n: in
 # ---- actions (callbacks run before the next script run, so widgets can be reset there) ---------
 def _go_to(pair) -> None:
     st.session_state["review_pair"] = None if pair is None else (int(pair[0]), int(pair[1]))
+    _remember(st.session_state["review_pair"])
+
+
+def _remember(pair) -> None:
+    """The pair in the address (?pair=class-feature): a reload or a shared link opens the same pair."""
+    if pair is None:
+        st.query_params.pop("pair", None)
+    elif st.query_params.get("pair") != f"{pair[0]}-{pair[1]}":
+        st.query_params["pair"] = f"{pair[0]}-{pair[1]}"
+
+
+def _pair_from_address():
+    try:
+        c, d = st.query_params.get("pair", "").split("-")
+        return int(c), int(d)
+    except ValueError:
+        return None
 
 
 def _vote(class_index: int, feature: int, answer: str, next_pair, reason_prefix: str = "") -> None:
@@ -93,11 +112,14 @@ def _undo() -> None:
 # ---- the current pair --------------------------------------------------------------------------
 order = view.order
 current = st.session_state.get("review_pair")
+if current is None:
+    current = _pair_from_address()  # a new session (a reload) picks up where the address says
 if current is not None:
     current = (int(current[0]), int(current[1]))
 if current not in order:
     current = order[0] if order else None
-    st.session_state["review_pair"] = current
+st.session_state["review_pair"] = current
+_remember(current)
 
 if current is None:
     st.success("Nothing to review under this filter. Choose another filter or class, or run an auto-labeler below.")
@@ -122,7 +144,8 @@ else:
     rank = "" if row["rank"] is None or (isinstance(row["rank"], float) and np.isnan(row["rank"])) \
         else f" · rank {int(row['rank'])} in its class"
     st.subheader(f"Class {c}: {plain(class_name)} · feature {d}{rank}")
-    status = row["status"] + (f" ({row['subtype']})" if row["subtype"] else "")
+    subtype = row["subtype"] if isinstance(row["subtype"], str) and row["subtype"] else None  # NaN when none
+    status = row["status"] + (f" ({subtype})" if subtype else "")
     st.caption(f"Current label: **{status}**" + (" (machine proposal, not confirmed)" if row["proposed"] else "")
                + (f" · your vote: **{ANSWER_LABELS[row['mine']]}**" if row["mine"] else "")
                + (" · annotators disagree" if row["disagreement"] else ""))
@@ -134,10 +157,12 @@ else:
         st.markdown("**Top images** (highest activation of the feature among the class's images)")
         image_row(ev.images, acts, width=EVIDENCE_PX)
         st.markdown("**NAM heatmaps** (where the feature fires; red = high)")
-        image_row(ev.nams, width=EVIDENCE_PX)
+        image_row(heatmap_overlays(ev.images, ev.nam_maps, heat_alpha, heat_side),
+                  width=EVIDENCE_PX * (2 if heat_side else 1))
         if view.show_attacks and len(ev.top):
             st.markdown("**Feature attacks** (the image pushed to excite the feature: what it amplifies)")
-            image_row(cached_attack(audit, store_key, tuple(map(int, ev.top)), d), width=EVIDENCE_PX)
+            attack_row(audit, store_key, c, d, n_images, split, mode, width=EVIDENCE_PX)
+            request_attacks(audit, store_key, order[position + 1:position + 3], n_images, split, mode)
     with class_col:
         st.markdown(f"**The class: {plain(class_name)}**")
         image_row(_class_examples(str(project.folder), c, split), width=60)

@@ -363,10 +363,30 @@ def app_launch(args) -> tuple[list[str], dict[str, str], str | None]:
     env[paths.DATA_ROOTS_ENV] = os.pathsep.join(str(r) for r in roots)
     app = Path(__file__).resolve().parent.parent / "app.py"
     argv = [sys.executable, "-m", "streamlit", "run", str(app), "--server.address", args.host,
-            "--server.port", str(args.port)]
+            "--server.port", str(args.port)] + _app_config_flags(app.parent / ".streamlit" / "config.toml")
     if shared:
         argv += ["--server.headless", "true"]  # a server: no browser to open on its own screen
     return argv, env, token
+
+
+def _app_config_flags(config: Path) -> list[str]:
+    """The app's own .streamlit/config.toml as command-line flags: Streamlit reads that file only from the
+    current folder, and `spuraudit app` runs from wherever the user is (their home for projects)."""
+    import tomllib
+
+    try:
+        sections = tomllib.loads(config.read_text())
+    except (OSError, tomllib.TOMLDecodeError):
+        sections = {}
+    server = sections.setdefault("server", {})
+    server.setdefault("fileWatcherType", "none")  # never watch the user's folder
+    server.pop("headless", None)  # on this machine the browser may open by itself; a shared server says so below
+    flags = []
+    for section, values in sections.items():
+        for name, value in values.items():
+            text = str(value).lower() if isinstance(value, bool) else str(value)
+            flags += [f"--{section}.{name}", text]
+    return flags
 
 
 def cmd_app(args):

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import time
 from pathlib import Path
 
 import pytest
@@ -47,6 +48,14 @@ def _metrics(at: AppTest) -> dict[str, str]:
 def test_vote_with_the_buttons_then_undo(review_project):
     at = _page("ana", attacks=True)
     assert at.title[0].value == "Review features"
+    # The attacks run in the background: the page answers at once with the rest and says they are coming.
+    if len(at.get("image")) < 4:
+        assert any("in the background" in c.value for c in at.caption)
+    for _ in range(600):  # then a rerun shows them (the page's own polling is a fragment AppTest does not run)
+        if len(at.get("image")) == 4:
+            break
+        time.sleep(0.5)
+        at.run()
     images = at.get("image")
     assert len(images) == 4  # top images, NAMs, feature attacks, examples of the class
     assert len(images[3].value) == 6

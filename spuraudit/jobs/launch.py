@@ -11,6 +11,7 @@ the database.
 from __future__ import annotations
 
 import subprocess
+import threading
 from pathlib import Path
 
 from .queue import JobQueue
@@ -48,7 +49,15 @@ def start_worker_process(db_path: str | Path, idle_exit: float | None = 600.0,
         proc = subprocess.Popen(cmd, stdin=subprocess.DEVNULL, stdout=out, stderr=subprocess.STDOUT,
                                 env=child_env(), start_new_session=True, close_fds=True)
     _spawned.append(proc)
+    # Wait on it from a daemon thread: the exit status is collected the moment the worker exits, so it
+    # never lingers as a <defunct> child of a long-running app.
+    threading.Thread(target=_reap_when_done, args=(proc,), name=f"reap-worker-{proc.pid}", daemon=True).start()
     return proc
+
+
+def _reap_when_done(proc: subprocess.Popen) -> None:
+    proc.wait()
+    _reap()
 
 
 def ensure_worker(db_path: str | Path, idle_exit: float | None = 600.0, poll_interval: float = 0.5) -> int:

@@ -6,6 +6,7 @@ holds only a backbone.
 
 from __future__ import annotations
 
+import functools
 import warnings
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -29,6 +30,8 @@ class CheckpointSummary:
     notes: list[str] = field(default_factory=list)
     fit_error: str | None = None  # why the file does not fit the architecture, when it does not
     needs_trust: bool = False  # refused because it needs full pickle loading
+    # the file's tensors are not this architecture's at all (so a missing head says nothing about a backbone)
+    layout_mismatch: bool = False
     refusal: str | None = None  # the error text shown to the user when the file cannot be read
 
     @property
@@ -37,7 +40,7 @@ class CheckpointSummary:
 
     @property
     def backbone_only(self) -> bool:
-        return self.readable and self.num_classes is None
+        return self.readable and self.num_classes is None and not self.layout_mismatch
 
 
 def build_skeleton(arch: Architecture, num_classes: int = 2) -> nn.Module:
@@ -134,12 +137,17 @@ def summarize_checkpoint(path: str | Path, architecture: str | None = None, trus
             n = summary.num_classes or 2
             state = ckpt.state_dict
             if summary.num_classes is None:
-                summary.notes.append("no head found: this looks like a backbone; use linear-probe mode")
                 arch = get_architecture(architecture)
                 key = head_weight_key(arch, build_skeleton(arch, n))
                 # A backbone lacks the head's weight and bias; judge the fit on the rest.
                 state = {**state, **_fresh_head(arch, n, key)}
             summary.fit_error = fit_problems(architecture, state, n)
+            if summary.num_classes is None:
+                if summary.fit_error is None:
+                    summary.notes.append("no head found: this looks like a backbone; use linear-probe mode")
+                else:  # neither head nor trunk fit: the wrong architecture, not a backbone
+                    summary.layout_mismatch = True
+                    summary.head_key, summary.num_classes = head_of_state(ckpt.state_dict, None)
         except UnknownArchitecture as exc:
             summary.fit_error = str(exc)
     return summary
@@ -152,3 +160,110 @@ def _fresh_head(arch: Architecture, num_classes: int, weight_key: str | None) ->
     net = build_skeleton(arch, num_classes)
     prefix = weight_key[: -len("weight")]
     return {k: v for k, v in net.state_dict().items() if k.startswith(prefix) and k[len(prefix):] in ("weight", "bias")}
+
+
+# ---- which architecture does a file fit? --------------------------------------------------------------
+@dataclass
+class ArchitectureMatch:
+    """How well a checkpoint's tensors fit one architecture."""
+
+    architecture: str
+    score: float  # in [0, 1]: 1 = every tensor of the file and of the network matches by name and shape
+    matched: int  # tensors with the same name and shape (the head compared on its input width only)
+    file_tensors: int
+    network_tensors: int
+    head_found: bool  # the file holds this architecture's head weight (any number of classes)
+    num_classes: int | None  # the file's head outputs, when found
+
+    @property
+    def exact(self) -> bool:
+        return self.matched == self.file_tensors == self.network_tensors
+
+
+@functools.lru_cache(maxsize=256)
+def _network_signature(name: str) -> tuple[dict[str, tuple[int, ...]], str | None]:
+    """{state-dict key: shape} of the architecture built with 2 classes, and its head weight key."""
+    arch = get_architecture(name)
+    net = build_skeleton(arch, 2)
+    return _shapes(net.state_dict()), head_weight_key(arch, net)
+
+
+def _shapes(state: dict[str, torch.Tensor]) -> dict[str, tuple[int, ...]]:
+    # BatchNorm's step counters are often left out of saved files and are never needed to load one.
+    return {k: tuple(v.shape) for k, v in state.items() if not k.endswith("num_batches_tracked")}
+
+
+def candidate_architectures(state: dict[str, torch.Tensor]) -> list[str]:
+    """Names worth trying for a state dict: spuraudit's registry and torchvision's classifiers. RegNets are
+    slow to build (their constructors compute on real tensors), so they are tried only when the file
+    has their layout."""
+    from .registry import list_architectures, torchvision_model_names
+
+    regnet_like = any(k.startswith("trunk_output.") for k in state)
+    names = [n for n in list_architectures() if n != "torchscript"]
+    names += [f"torchvision:{n}" for n in torchvision_model_names()
+              if regnet_like or not n.startswith("regnet")]
+    return names
+
+
+def match_architecture(name: str, state: dict[str, torch.Tensor]) -> ArchitectureMatch:
+    """Compare a state dict with one architecture's tensors (names and shapes; nothing is loaded)."""
+    arch = get_architecture(name)
+    signature, head_key = _network_signature(name)
+    prepared = arch.prepare_state(state) if arch.prepare_state else state
+    shapes = _shapes(prepared)
+    head_bias = head_key[: -len("weight")] + "bias" if head_key else None
+    matched = 0
+    for key, shape in signature.items():
+        got = shapes.get(key)
+        if got is None:
+            continue
+        if key in (head_key, head_bias):  # the head's class count is the file's own business
+            matched += int(len(got) == len(shape) and got[1:] == shape[1:])
+        else:
+            matched += int(got == shape)
+    head = shapes.get(head_key) if head_key else None
+    head_found = head is not None and len(head) == 2 and head[1:] == signature[head_key][1:]
+    file_n, net_n = len(shapes), len(signature)
+    score = matched / max(file_n, net_n, 1)
+    return ArchitectureMatch(name, score, matched, file_n, net_n, head_found,
+                             int(head[0]) if head_found else None)
+
+
+def suggest_architectures(state: dict[str, torch.Tensor], limit: int = 5,
+                          names: list[str] | None = None) -> list[ArchitectureMatch]:
+    """Architectures ranked by how well the file fits them, best first (candidates with no tensor in
+    common are left out). Building each candidate's skeleton is remembered for the process."""
+    from .registry import list_architectures
+
+    if names is None:
+        names = candidate_architectures(state)
+        # spuraudit's own architectures first: an exact fit there spares building every torchvision model
+        first = [n for n in names if n in set(list_architectures())]
+        found = _matches(first, state)
+        if not any(m.exact for m in found):
+            found += _matches([n for n in names if n not in set(first)], state)
+    else:
+        found = _matches(names, state)
+    matches = [m for m in found if m.matched]
+    matches.sort(key=lambda m: (-m.score, -m.head_found, m.architecture))
+    return matches[:limit]
+
+
+def _matches(names: list[str], state: dict[str, torch.Tensor]) -> list[ArchitectureMatch]:
+    out = []
+    for name in names:
+        try:
+            out.append(match_architecture(name, state))
+        except Exception:  # noqa: BLE001  (a candidate that cannot be built is simply not proposed)
+            continue
+    return out
+
+
+def suggest_for_file(path: str | Path, trust_pickle: bool = False, limit: int = 5) -> list[ArchitectureMatch]:
+    """`suggest_architectures` for a checkpoint file; [] when the file cannot be read as a state dict."""
+    try:
+        ckpt = read_checkpoint(Path(path), trust_pickle=trust_pickle)
+    except CheckpointError:
+        return []
+    return suggest_architectures(ckpt.state_dict, limit=limit)

@@ -42,6 +42,9 @@ def show_job(job, container=None) -> None:
     elif job.status == "done":
         extra = job.message if job.message and job.message != "done" else ""
         box.success(f"{label}: done" + (f". {extra}" if extra else ""))
+        summary = result_summary(getattr(job, "result", None))
+        if summary:
+            box.caption(f"Result: {summary}")
     elif job.status == "cancelled":
         box.warning(f"{label}: cancelled")
     else:
@@ -49,6 +52,39 @@ def show_job(job, container=None) -> None:
         if job.error:
             with box.expander("Traceback"):
                 st.code(job.error)
+
+
+_RESULT_SKIP = {"key", "store", "created", "params_hash"}  # bookkeeping, not what the person asked for
+
+
+def result_summary(result, limit: int = 8) -> str:
+    """A finished job's result as one line of its short values (numbers rounded, paths as file names),
+    so the outcome shows without opening the job's details."""
+    if not isinstance(result, dict):
+        return "" if result in (None, "", [], {}) else _short(result)
+    parts = []
+    for name, value in result.items():
+        if name in _RESULT_SKIP or isinstance(value, (dict, list, tuple)) or value is None:
+            continue
+        parts.append(f"{name.replace('_', ' ')} {_short(value)}")
+        if len(parts) == limit:
+            break
+    return " · ".join(parts)
+
+
+def _short(value) -> str:
+    from pathlib import PurePath
+
+    from .widgets import plain
+
+    if isinstance(value, bool):
+        return "yes" if value else "no"
+    if isinstance(value, float):
+        return f"{value:.3g}" if abs(value) < 1 else f"{value:,.1f}"
+    text = str(value)
+    if "/" in text and len(text) > 40:
+        text = PurePath(text).name
+    return plain(text if len(text) <= 60 else text[:57] + "…")
 
 
 def watch(job_ids: list[int], on_done_rerun: bool = True) -> None:

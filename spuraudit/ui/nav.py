@@ -26,7 +26,9 @@ PAGES = [
 def page_setup(title: str) -> None:
     """Call first on every page. A page run as its own entry point (`streamlit run pages/…`, or
     `AppTest.from_file` on it) goes without the navigation: links resolve from app.py only."""
-    st.set_page_config(page_title=f"{title} · spuraudit", page_icon=":material/manage_search:", layout="wide")
+    # An emoji favicon is drawn by the browser itself; a ":material/…:" one is fetched from Google's font
+    # server, which fails (and logs console errors) on a machine without internet.
+    st.set_page_config(page_title=f"{title} · spuraudit", page_icon="🔎", layout="wide")
     from .auth import gate
 
     gate()  # a shared server shows nothing but its sign-in form until the browser has signed in

@@ -38,12 +38,11 @@ def queue_sidebar(project, audit, labels, feature_store, reviewer: str) -> Queue
     classes = st.sidebar.multiselect("Classes", list(range(len(audit.class_names))), key="review_classes",
                                      format_func=lambda c: f"{c}: {audit.class_names[c]}",
                                      help="Leave empty for every class.")
-    input_size = feature_store.meta.get("input_size") or [224, 224]
-    small_inputs = max(int(v) for v in input_size) <= 64  # attacks take a second there, minutes at 224 px on a CPU
-    st.session_state.setdefault("review_attacks", small_inputs)
+    # Off by default: on a CPU an attack takes a minute or more per pair. When on, they are computed in the
+    # background (the next pairs' too) and never hold up a vote.
     show_attacks = st.sidebar.toggle("Feature attacks", key="review_attacks",
-                                     help="Gradient ascent on the feature from each top image (100 steps; cached "
-                                          "on disk). Slow for large models on a CPU.")
+                                     help="Gradient ascent on the feature from each top image (100 steps), computed "
+                                          "in the background for this pair and the next ones, kept on disk.")
 
     all_votes = labels.votes()
     pairs = queue_pairs(audit, top_k, split, mode, voted=[v.pair for v in all_votes])
