@@ -114,12 +114,18 @@ def cmd_create(args):
 
 
 def cmd_extract(args):
+    """Under torchrun every process runs this; the rows are shared out and rank 0 reports (see `distributed`)."""
+    from . import distributed
+
     project = _project(args)
-    bar = _Bar("features", args.json)
+    distributed.setup(args.device)
+    bar = _Bar("features", args.json or not distributed.is_main())
     store = project.extract(model_folder=args.model, device=args.device, batch_size=args.batch_size,
-                            num_workers=args.workers, progress=bar)
+                            num_workers=args.workers, progress=bar, precision=args.precision, decode=args.decode)
     bar.close()
-    _emit(args, store.meta, f"features: {store.path}\n{json.dumps(store.meta)}")
+    if distributed.is_main():
+        _emit(args, store.meta, f"features: {store.path}\n{json.dumps(store.meta)}")
+    distributed.finish()
 
 
 def cmd_summary(args):
@@ -259,6 +265,10 @@ def cmd_labels(args):
 
 def cmd_mitigate(args):
     """Run one mitigation method in this process and print the new model folder and its metrics."""
+    import os
+
+    if getattr(args, "device", None):
+        os.environ["SPURAUDIT_DEVICE"] = args.device  # read by `training.pick_device` inside the method
     from .mitigate import METHODS, get_method, run_mitigation
 
     if args.list:
@@ -276,6 +286,10 @@ def cmd_mitigate(args):
             raise ValueError(f"--option takes NAME=VALUE, got '{item}'")
         options[key.strip()] = json.loads(value) if _is_json(value) else value  # numbers, true/false
     get_method(args.method).resolve_options(options)  # a bad option fails before any work
+    from . import distributed
+
+    if distributed.launched():
+        return _mitigate_distributed(args, options)
     bar = _Bar(args.method, args.json)
     project = _project(args)
     folder = run_mitigation(project, args.method, options, progress=bar,
@@ -288,6 +302,33 @@ def cmd_mitigate(args):
     _emit(args, {"model_folder": str(folder), "name": card.name, "method": args.method, "options": card.options,
                  "metrics": metrics},
           f"new model: {folder}\nmetrics: {json.dumps(_jsonable(metrics))}")
+    return 0
+
+
+def _mitigate_distributed(args, options) -> int:
+    """`mitigate` under torchrun: every rank trains (DDP), rank 0 writes the model folder and reports."""
+    from . import distributed
+    from .mitigate import run_mitigation
+
+    import shutil
+    import tempfile
+
+    distributed.setup(args.device)
+    bar = _Bar(args.method, args.json or not distributed.is_main())
+    project = _project(args)
+    if distributed.is_main():
+        folder = run_mitigation(project, args.method, options, progress=bar, parent_folder=args.model)
+    else:  # the same model as rank 0's, written to a scratch folder that is dropped
+        project.cache_dir.mkdir(parents=True, exist_ok=True)
+        with tempfile.TemporaryDirectory(prefix=".rank-", dir=project.cache_dir) as scratch:
+            folder = run_mitigation(project, args.method, options, progress=bar, parent_folder=args.model,
+                                    out_folder=Path(scratch) / "model")
+            shutil.rmtree(folder, ignore_errors=True)
+    distributed.barrier()
+    bar.close()
+    if distributed.is_main():
+        _emit(args, {"model_folder": str(folder), "method": args.method}, f"new model: {folder}")
+    distributed.finish()
     return 0
 
 
@@ -492,6 +533,10 @@ def build_parser() -> argparse.ArgumentParser:
     sp.add_argument("--device", help="cpu or cuda (default: cuda when available)")
     sp.add_argument("--batch-size", type=int, default=128)
     sp.add_argument("--workers", type=int, default=None, help="data-loading processes")
+    sp.add_argument("--precision", choices=("fp32", "bf16", "fp16"),
+                    help="autocast precision (default: fp16 on CUDA, fp32 on the CPU)")
+    sp.add_argument("--decode", choices=("pil", "device"),
+                    help="decode JPEGs in batches on the device, or with PIL in the workers (default: device on CUDA)")
 
     add("summary", cmd_summary, "accuracy, per-class and per-group accuracy", split=True)
 
@@ -545,6 +590,7 @@ def build_parser() -> argparse.ArgumentParser:
     sp.add_argument("--method", help="method name (see --list)")
     sp.add_argument("--option", "-o", action="append", metavar="NAME=VALUE", help="a method option (repeatable)")
     sp.add_argument("--list", action="store_true", help="list the methods and their options with defaults")
+    sp.add_argument("--device", help="cpu or cuda (default: cuda when available); under torchrun, one GPU per process")
 
     sp = add("compare", cmd_compare, "the project's model and its mitigated models side by side", split=True)
     sp.add_argument("--models", nargs="*", help="model folders (default: every mitigated model of the project's)")

@@ -21,6 +21,7 @@ import numpy as np
 import torch
 from torch import nn
 
+from .. import distributed
 from ..data.images import ImageTensorDataset
 from ..modelio import ModelCard, load_model
 from ..modelio.card import CARD_FILE
@@ -154,19 +155,24 @@ class MaskTune(Mitigation):
         else:
             opt = torch.optim.SGD(model.parameters(), lr=options["lr"], momentum=options["momentum"],
                                   weight_decay=options["weight_decay"])
-        loss_fn = nn.CrossEntropyLoss()
+        loss_fn = nn.CrossEntropyLoss(reduction="sum")
         order = torch.randperm(len(paths), generator=gen).numpy()
         losses = []
         done = 0
-        for x, pos in _loader(paths, size, options["batch_size"], order):
-            x = apply_masks(x, masks[pos]).to(device)
-            loss = loss_fn(model(x), labels[pos].to(device))
-            opt.zero_grad(set_to_none=True)
-            loss.backward()
-            opt.step()
-            losses.append(loss.item())
-            done += len(pos)
-            report(done / len(paths), f"fine-tuning on masked images: {done}/{len(paths)}, loss {loss.item():.3f}")
+        # Under torchrun each process takes its slice of every batch and DDP averages the gradients (see
+        # `distributed.EpochShard`); in one process this is the plain loop with the batch's mean loss.
+        shard, net = distributed.EpochShard.of(order, options["batch_size"]), distributed.wrap(model, device)
+        with distributed.join(net):
+            for step, (x, pos) in enumerate(_loader(paths, size, shard.batch_size, shard.order)):
+                x = apply_masks(x, masks[pos]).to(device, non_blocking=True)
+                loss = loss_fn(net(x), labels[pos].to(device, non_blocking=True)) * shard.loss_weight(step)
+                opt.zero_grad(set_to_none=True)
+                loss.backward()
+                opt.step()
+                losses.append(loss.item() / shard.world)
+                done += len(pos) * shard.world
+                report(min(1.0, done / len(paths)), f"fine-tuning on masked images: {min(done, len(paths))}/{len(paths)}, "
+                       f"loss {losses[-1]:.3f}")
         model.eval()
         return losses
 
