@@ -364,6 +364,8 @@ def cmd_worker(args):
         argv.append("--once")
     if args.idle_exit:
         argv += ["--idle-exit", str(args.idle_exit)]
+    if args.backend:
+        argv += ["--backend", args.backend]
     return worker_main(argv)
 
 
@@ -604,6 +606,8 @@ def build_parser() -> argparse.ArgumentParser:
     sp.add_argument("--workers", type=int, default=1)
     sp.add_argument("--once", action="store_true", help="run the queued jobs, then exit")
     sp.add_argument("--idle-exit", type=float, help="exit after this many idle seconds")
+    sp.add_argument("--backend", choices=("local", "ray"),
+                    help="run jobs in local processes (default) or on a Ray cluster ($SPURAUDIT_RAY_ADDRESS)")
 
     sp = add("relocate", cmd_relocate, "point a project at its images after they moved (dataset.csv is kept)")
     sp.add_argument("--dataset-root", required=True, help="the folder that now holds the dataset's images")
