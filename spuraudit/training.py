@@ -24,6 +24,14 @@ def pick_device(device: str | None = None) -> torch.device:
     return dev
 
 
+def loader_workers() -> int:
+    """Decoding processes for a training or masking loader: none without a GPU (the CPU computes, and
+    extra processes only compete with it), up to 8 with one, so decoding keeps up with the device."""
+    if not torch.cuda.is_available():
+        return 0
+    return max(1, min(8, (os.cpu_count() or 2) - 1))
+
+
 def image_loader(paths: list[str], size: tuple[int, int], batch_size: int, order=None, num_workers: int = 0,
                  device: torch.device | None = None) -> torch.utils.data.DataLoader:
     """Batches (images [B, 3, H, W] in [0, 1], positions [B]) of `paths` in `order` (default: as listed).

@@ -22,11 +22,10 @@ import torch
 from torch import nn
 
 from .. import distributed
-from ..data.images import ImageTensorDataset
 from ..modelio import ModelCard, load_model
 from ..modelio.card import CARD_FILE
 from ..project import Project
-from ..training import pick_device
+from ..training import image_loader, loader_workers, pick_device
 from .base import SEED_OPTION, Mitigation, MitigationResult, Option, Progress, seed_everything, stage
 from .data import load_images, require_split
 from .masking import DEFAULT_FRACTION, RULES, HeatmapMaker, PackedMasks, apply_masks, mask_batch, share_summary
@@ -36,9 +35,8 @@ HISTOGRAM_BINS = 20
 
 def _loader(paths: list[str], size, batch_size: int, order: np.ndarray | None = None):
     """Batches (images [B, 3, H, W] in [0, 1], positions [B]) of `paths`, in `order` (default: as listed)."""
-    dataset = ImageTensorDataset(paths, tuple(size))
-    sampler = list(order) if order is not None else None
-    return torch.utils.data.DataLoader(dataset, batch_size=batch_size, sampler=sampler, num_workers=0)
+    # Decoding workers and pinned batches on a GPU machine (see `training.loader_workers`); none on the CPU.
+    return image_loader(paths, size, batch_size, order, num_workers=loader_workers(), device=pick_device())
 
 
 class MaskTune(Mitigation):
