@@ -101,13 +101,18 @@ _JPEG_MODES = ("RGB", "L")
 
 
 def _plain_jpeg(path: str) -> bool:
-    """A baseline RGB/grey JPEG without rotation that the batch decoder handles; header read only."""
-    with Image.open(path) as im:
-        if im.format != "JPEG" or im.mode not in _JPEG_MODES:
-            return False
-        if im.width * im.height > Image.MAX_IMAGE_PIXELS:
-            return False  # PIL's path refuses it with the usual message
-        return im.getexif().get(0x0112, 1) == 1  # orientation tag: 1 = as stored
+    """A baseline RGB/grey JPEG without rotation that the batch decoder handles; header read only.
+
+    Anything doubtful goes to PIL's path, which refuses bad files with its usual errors."""
+    try:
+        with Image.open(path) as im:
+            if im.format != "JPEG" or im.mode not in _JPEG_MODES:
+                return False
+            if im.width * im.height > Image.MAX_IMAGE_PIXELS:
+                return False
+            return im.getexif().get(0x0112, 1) == 1  # orientation tag: 1 = as stored
+    except (OSError, SyntaxError, ValueError, Image.DecompressionBombWarning):
+        return False
 
 
 class EncodedImageDataset(torch.utils.data.Dataset):
@@ -157,16 +162,19 @@ def decode_batch(items: list[torch.Tensor], size: tuple[int, int], device: torch
     if not jpeg:
         return out
     data = [items[k] for k in jpeg]
-    try:
-        decoded = decode_jpeg(data, mode=ImageReadMode.RGB, device=device)
-    except RuntimeError:
-        decoded = []
-        for k, raw in zip(jpeg, data):
-            try:
-                decoded.append(decode_jpeg(raw, mode=ImageReadMode.RGB, device=device))
-            except RuntimeError as exc:
-                name = paths[k] if paths is not None else f"item {k} of the batch"
-                raise ValueError(f"{name}: cannot decode this JPEG ({exc}); fix or remove the file") from exc
+    with warnings.catch_warnings():
+        warnings.simplefilter("ignore", DeprecationWarning)  # torchvision points to torchcodec; same decoder
+        try:
+            decoded = decode_jpeg(data, mode=ImageReadMode.RGB, device=device)
+        except RuntimeError:
+            decoded = []
+            for k, raw in zip(jpeg, data):
+                try:
+                    decoded.append(decode_jpeg(raw, mode=ImageReadMode.RGB, device=device))
+                except RuntimeError as exc:
+                    name = paths[k] if paths is not None else f"item {k} of the batch"
+                    reason = str(exc).split(", ")[-1]
+                    raise ValueError(f"{name}: cannot decode this JPEG ({reason}); fix or remove the file") from exc
     for k, img in zip(jpeg, decoded):
         out[k] = _resize_uint8(img, size)
     return out
