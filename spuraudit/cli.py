@@ -355,7 +355,12 @@ def cmd_compare(args):
 
 
 def cmd_worker(args):
+    import os
+
     from .jobs.worker import main as worker_main
+
+    if args.device:
+        os.environ["SPURAUDIT_DEVICE"] = args.device  # the jobs' processes inherit it (`training.pick_device`)
 
     argv = ["--db", str(args.db or paths.jobs_db())]
     if args.workers:
@@ -399,6 +404,8 @@ def app_launch(args) -> tuple[list[str], dict[str, str], str | None]:
         env[SHARED_ENV] = "1"
     if args.allow_pickle_uploads:
         env[ALLOW_PICKLE_ENV] = "1"
+    if getattr(args, "device", None):
+        env["SPURAUDIT_DEVICE"] = args.device  # the workers the app starts, and their jobs, compute there
     roots = [Path(r).expanduser().resolve() for r in (args.data_root or [Path.home()])]
     missing = [str(r) for r in roots if not r.is_dir()]
     if missing:
@@ -608,6 +615,7 @@ def build_parser() -> argparse.ArgumentParser:
     sp.add_argument("--idle-exit", type=float, help="exit after this many idle seconds")
     sp.add_argument("--backend", choices=("local", "ray"),
                     help="run jobs in local processes (default) or on a Ray cluster ($SPURAUDIT_RAY_ADDRESS)")
+    sp.add_argument("--device", help="device of the jobs, e.g. cpu, cuda, cuda:1 (default: cuda when available)")
 
     sp = add("relocate", cmd_relocate, "point a project at its images after they moved (dataset.csv is kept)")
     sp.add_argument("--dataset-root", required=True, help="the folder that now holds the dataset's images")
@@ -619,6 +627,8 @@ def build_parser() -> argparse.ArgumentParser:
                     help="address to listen on (default 127.0.0.1: this machine only); any other needs --token "
                          "and/or --users")
     sp.add_argument("--port", type=int, default=8501)
+    sp.add_argument("--device", help="device of the background jobs, e.g. cpu, cuda, cuda:1 (default: cuda when "
+                                     "available); the Jobs page shows where each job runs")
     sp.add_argument("--token", action="store_true",
                     help="require a random access token (printed at start; SPURAUDIT_AUTH_TOKEN fixes one)")
     sp.add_argument("--users", metavar="FILE", help="require sign-in with the users in FILE (spuraudit users add)")

@@ -147,13 +147,31 @@ def wrap(model: nn.Module, device: torch.device) -> nn.Module:
     return nn.parallel.DistributedDataParallel(model)
 
 
+@contextlib.contextmanager
 def join(module: nn.Module):
-    """Context for a loop whose ranks may take different numbers of steps (the short last batch)."""
-    if isinstance(module, nn.parallel.DistributedDataParallel):
-        from torch.distributed.algorithms.join import Join
+    """Context for a training loop under DDP: ranks may take different numbers of steps (the short last
+    batch), and on leaving it every rank holds rank 0's parameters and buffers. (BatchNorm's running
+    statistics are updated by each rank's own forward passes; the model saved and the store's key must
+    be one and the same on every rank.)"""
+    if not isinstance(module, nn.parallel.DistributedDataParallel):
+        yield
+        return
+    from torch.distributed.algorithms.join import Join
 
-        return Join([module], divide_by_initial_world_size=True)
-    return contextlib.nullcontext()
+    with Join([module], divide_by_initial_world_size=True):
+        yield
+    for tensor in list(module.module.parameters()) + list(module.module.buffers()):
+        dist.broadcast(tensor.data, src=0)
+
+
+def same_on_all_ranks(value, what: str) -> None:
+    """Raise when ranks disagree on a small picklable value (e.g. a store key: all must hold one model)."""
+    if not active():
+        return
+    values = [None] * world_size()
+    dist.all_gather_object(values, value)
+    if any(v != values[0] for v in values):
+        raise RuntimeError(f"the {world_size()} processes disagree on {what}: {values}")
 
 
 def unwrap(module: nn.Module) -> nn.Module:

@@ -427,6 +427,7 @@ def extract_features(
         return FeatureStore.open(final)
     partial = root / f".partial-{key}"
     dev = distributed.setup(device)
+    distributed.same_on_all_ranks(key, "the store (model weights, dataset or input size)")
     rank, world = distributed.rank(), distributed.world_size()
     decode = decode or ("device" if dev.type == "cuda" else "pil")
     model = model.to(dev).eval()

@@ -244,10 +244,12 @@ def _run_in_cluster(target: str, params: dict, job_id: int, work_dir: str, chann
 
 
 # ---- in the worker ---------------------------------------------------------------------------------
-def run_claimed(queue, job: Job, worker_pid: int, stop, cancel_grace: float = 5.0, tick: float = 0.25) -> str:
-    """Run a claimed job as a Ray task and mirror it into its row until it ends; returns its final status."""
-    from .worker import HEARTBEAT_EVERY_S, _say, _stop_reason
+def run_claimed(queue, job: Job, worker_pid: int, stop, stop_reason, say, cancel_grace: float = 5.0,
+                tick: float = 0.25, heartbeat_every: float = 2.0) -> str:
+    """Run a claimed job as a Ray task and mirror it into its row until it ends; returns its final status.
 
+    `stop_reason(queue, job, stop)` and `say(text)` are the worker's own (why to stop the job, its log)."""
+    _stop_reason, _say, HEARTBEAT_EVERY_S = stop_reason, say, heartbeat_every
     ray = _require_ray()
     connect()
     work_dir = queue.work_dir(job.id)

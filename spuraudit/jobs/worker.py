@@ -123,7 +123,8 @@ def run_claimed(queue: JobQueue, job: Job, worker_pid: int, stop: threading.Even
     from . import ray_backend
 
     if ray_backend.backend_name() == "ray":
-        return ray_backend.run_claimed(queue, job, worker_pid, stop, cancel_grace=cancel_grace, tick=tick)
+        return ray_backend.run_claimed(queue, job, worker_pid, stop, _stop_reason, _say, cancel_grace=cancel_grace,
+                                       tick=tick, heartbeat_every=HEARTBEAT_EVERY_S)
     work_dir = queue.work_dir(job.id)
     work_dir.mkdir(parents=True, exist_ok=True)
     log_path = work_dir / "log.txt"
