@@ -77,3 +77,27 @@ def test_batch_size_must_split_evenly_over_processes(monkeypatch):
     shard = distributed.EpochShard.of(np.arange(10), 6)
     assert shard.order.tolist() == [2, 3, 8, 9] and shard.batch_size == 2
     assert shard.loss_weight(0) == 3 / 6 and shard.loss_weight(1) == 3 / 4
+
+
+@pytest.mark.slow
+def test_masktune_through_torchrun_writes_one_model(demo_home, tmp_path):
+    """The documented launcher end to end: 2 processes tune, rank 0 alone writes the model folder, and the
+    new model's store (extracted by both) is the one its weights name."""
+    from spuraudit.mitigate import list_mitigated_models
+    from spuraudit.modelio import load_model
+    from tests.test_mitigate_fixtures import private_demo
+
+    project, _ = private_demo(demo_home, tmp_path / "home", label_cue=False)
+    before = {p.name for p in project.model_folder.parent.iterdir()}
+    out = torchrun(2, "-m", "spuraudit", "mitigate", "--project", str(project.folder), "--method", "masktune",
+                   "--device", "cpu", "-o", "seed=4", "-o", "batch_size=64", "--json")
+    assert out.stdout.count('"model_folder"') == 1
+    made = {p.name for p in project.model_folder.parent.iterdir()} - before
+    assert len(made) == 1
+    (folder, card), = list_mitigated_models(project)
+    assert folder.name in made and card.method == "masktune" and card.options["batch_size"] == 64
+    store = project.feature_store(folder)
+    assert store is not None and store.meta["processes"] == 2
+    model, _ = load_model(folder)
+    assert store.meta["model_hash"] == __import__("spuraudit.modelio", fromlist=["weights_hash"]).weights_hash(model)
+    assert not list(project.cache_dir.glob(".rank-*"))  # the other rank's scratch copy is gone

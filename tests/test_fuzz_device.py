@@ -14,7 +14,7 @@ from tests.test_device_path import SIZE, _photo, tiny  # noqa: F401  (fixture)
 
 
 @bad_input("images", "a JPEG whose header is whole but whose data is cut off, decoded in a batch on the device",
-           "the extraction stops with an error naming the file; no row after it is recorded as done")
+           "an error names the file and says it cannot be decoded and what to do; the batch is not used")
 def test_a_broken_jpeg_in_a_batch_names_the_file(tmp_path):
     rng = np.random.default_rng(1)
     good = tmp_path / "good.jpg"
