@@ -257,8 +257,10 @@ def run_claimed(queue, job: Job, worker_pid: int, stop, stop_reason, say, cancel
     log_path = work_dir / LOG_FILE
     queue.set_runner(job.id, worker_pid, log_path)
     channel = _channel_class().remote()
+    # max_calls=1: a fresh process per job, as with local jobs (memory and GPU memory are returned when it
+    # ends, and a job that stopped is really gone); max_retries=0: a failed job is reported, not rerun.
     task = ray.remote(_run_in_cluster).options(num_cpus=_number(CPUS_ENV, 1), num_gpus=_number(GPUS_ENV, 0),
-                                               max_retries=0)
+                                               max_retries=0, max_calls=1)
     ref = task.remote(job.target or target_for(job.kind), job.params, job.id, str(work_dir), channel)
     _say(f"job {job.id} ({job.kind}) sent to Ray")
     write_placement(work_dir, {"backend": "ray", "device": "waiting for a node"})
