@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import os
 from pathlib import Path
 
 import streamlit as st
@@ -40,7 +41,25 @@ if c2.button("Start a worker", disabled=bool(workers) or not allowed("admin")) a
     ensure_worker(paths.jobs_db())
     st.rerun()
 
+from spuraudit.jobs import ray_backend  # noqa: E402
+
+if ray_backend.backend_name() == "ray":
+    st.write(f"Backend: **Ray cluster** (`{os.environ.get(ray_backend.ADDRESS_ENV) or 'auto'}`): "
+             "workers send each job to the cluster as a task; Cancel stops the task there.")
+else:
+    st.write("Backend: **local processes** (one per job, started by the worker).")
+
 status_filter = st.segmented_control("Show", ["active", "all", "failed"], default="all", key="jobs_filter")
+
+
+def _where(job) -> str:
+    """'Ray · host · cuda:0' from the note the job's process leaves in its folder ('' before it starts)."""
+    place = ray_backend.read_placement(queue.work_dir(job.id))
+    if not place:
+        return ""
+    backend = "Ray" if place.get("backend") == "ray" else "local"
+    parts = [backend, place.get("host"), place.get("device")]
+    return " · runs on " + " · ".join(str(p) for p in parts if p)
 
 
 def _when(timestamp: str | None) -> str:
@@ -63,7 +82,7 @@ def job_list() -> None:
             top, buttons = st.columns([5, 1])
             with top:
                 ui_jobs.show_job(job)
-                st.caption(f"{job.kind} · created {_when(job.created)} · started {_when(job.started)} · "
+                st.caption(f"{job.kind}{_where(job)} · created {_when(job.created)} · started {_when(job.started)} · "
                            f"finished {_when(job.finished)}")
             with buttons:
                 if job.status in ("queued", "running"):

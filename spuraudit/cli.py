@@ -114,12 +114,18 @@ def cmd_create(args):
 
 
 def cmd_extract(args):
+    """Under torchrun every process runs this; the rows are shared out and rank 0 reports (see `distributed`)."""
+    from . import distributed
+
     project = _project(args)
-    bar = _Bar("features", args.json)
+    distributed.setup(args.device)
+    bar = _Bar("features", args.json or not distributed.is_main())
     store = project.extract(model_folder=args.model, device=args.device, batch_size=args.batch_size,
-                            num_workers=args.workers, progress=bar)
+                            num_workers=args.workers, progress=bar, precision=args.precision, decode=args.decode)
     bar.close()
-    _emit(args, store.meta, f"features: {store.path}\n{json.dumps(store.meta)}")
+    if distributed.is_main():
+        _emit(args, store.meta, f"features: {store.path}\n{json.dumps(store.meta)}")
+    distributed.finish()
 
 
 def cmd_summary(args):
@@ -259,6 +265,10 @@ def cmd_labels(args):
 
 def cmd_mitigate(args):
     """Run one mitigation method in this process and print the new model folder and its metrics."""
+    import os
+
+    if getattr(args, "device", None):
+        os.environ["SPURAUDIT_DEVICE"] = args.device  # read by `training.pick_device` inside the method
     from .mitigate import METHODS, get_method, run_mitigation
 
     if args.list:
@@ -276,6 +286,10 @@ def cmd_mitigate(args):
             raise ValueError(f"--option takes NAME=VALUE, got '{item}'")
         options[key.strip()] = json.loads(value) if _is_json(value) else value  # numbers, true/false
     get_method(args.method).resolve_options(options)  # a bad option fails before any work
+    from . import distributed
+
+    if distributed.launched():
+        return _mitigate_distributed(args, options)
     bar = _Bar(args.method, args.json)
     project = _project(args)
     folder = run_mitigation(project, args.method, options, progress=bar,
@@ -288,6 +302,33 @@ def cmd_mitigate(args):
     _emit(args, {"model_folder": str(folder), "name": card.name, "method": args.method, "options": card.options,
                  "metrics": metrics},
           f"new model: {folder}\nmetrics: {json.dumps(_jsonable(metrics))}")
+    return 0
+
+
+def _mitigate_distributed(args, options) -> int:
+    """`mitigate` under torchrun: every rank trains (DDP), rank 0 writes the model folder and reports."""
+    from . import distributed
+    from .mitigate import run_mitigation
+
+    import shutil
+    import tempfile
+
+    distributed.setup(args.device)
+    bar = _Bar(args.method, args.json or not distributed.is_main())
+    project = _project(args)
+    if distributed.is_main():
+        folder = run_mitigation(project, args.method, options, progress=bar, parent_folder=args.model)
+    else:  # the same model as rank 0's, written to a scratch folder that is dropped
+        project.cache_dir.mkdir(parents=True, exist_ok=True)
+        with tempfile.TemporaryDirectory(prefix=".rank-", dir=project.cache_dir) as scratch:
+            folder = run_mitigation(project, args.method, options, progress=bar, parent_folder=args.model,
+                                    out_folder=Path(scratch) / "model")
+            shutil.rmtree(folder, ignore_errors=True)
+    distributed.barrier()
+    bar.close()
+    if distributed.is_main():
+        _emit(args, {"model_folder": str(folder), "method": args.method}, f"new model: {folder}")
+    distributed.finish()
     return 0
 
 
@@ -314,7 +355,12 @@ def cmd_compare(args):
 
 
 def cmd_worker(args):
+    import os
+
     from .jobs.worker import main as worker_main
+
+    if args.device:
+        os.environ["SPURAUDIT_DEVICE"] = args.device  # the jobs' processes inherit it (`training.pick_device`)
 
     argv = ["--db", str(args.db or paths.jobs_db())]
     if args.workers:
@@ -323,6 +369,8 @@ def cmd_worker(args):
         argv.append("--once")
     if args.idle_exit:
         argv += ["--idle-exit", str(args.idle_exit)]
+    if args.backend:
+        argv += ["--backend", args.backend]
     return worker_main(argv)
 
 
@@ -356,6 +404,8 @@ def app_launch(args) -> tuple[list[str], dict[str, str], str | None]:
         env[SHARED_ENV] = "1"
     if args.allow_pickle_uploads:
         env[ALLOW_PICKLE_ENV] = "1"
+    if getattr(args, "device", None):
+        env["SPURAUDIT_DEVICE"] = args.device  # the workers the app starts, and their jobs, compute there
     roots = [Path(r).expanduser().resolve() for r in (args.data_root or [Path.home()])]
     missing = [str(r) for r in roots if not r.is_dir()]
     if missing:
@@ -512,6 +562,10 @@ def build_parser() -> argparse.ArgumentParser:
     sp.add_argument("--device", help="cpu or cuda (default: cuda when available)")
     sp.add_argument("--batch-size", type=int, default=128)
     sp.add_argument("--workers", type=int, default=None, help="data-loading processes")
+    sp.add_argument("--precision", choices=("fp32", "bf16", "fp16"),
+                    help="autocast precision (default: fp16 on CUDA, fp32 on the CPU)")
+    sp.add_argument("--decode", choices=("pil", "device"),
+                    help="decode JPEGs in batches on the device, or with PIL in the workers (default: device on CUDA)")
 
     add("summary", cmd_summary, "accuracy, per-class and per-group accuracy", split=True)
 
@@ -569,6 +623,7 @@ def build_parser() -> argparse.ArgumentParser:
     sp.add_argument("--method", help="method name (see --list)")
     sp.add_argument("--option", "-o", action="append", metavar="NAME=VALUE", help="a method option (repeatable)")
     sp.add_argument("--list", action="store_true", help="list the methods and their options with defaults")
+    sp.add_argument("--device", help="cpu or cuda (default: cuda when available); under torchrun, one GPU per process")
 
     sp = add("compare", cmd_compare, "the project's model and its mitigated models side by side", split=True)
     sp.add_argument("--models", nargs="*", help="model folders (default: every mitigated model of the project's)")
@@ -582,6 +637,9 @@ def build_parser() -> argparse.ArgumentParser:
     sp.add_argument("--workers", type=int, default=1)
     sp.add_argument("--once", action="store_true", help="run the queued jobs, then exit")
     sp.add_argument("--idle-exit", type=float, help="exit after this many idle seconds")
+    sp.add_argument("--backend", choices=("local", "ray"),
+                    help="run jobs in local processes (default) or on a Ray cluster ($SPURAUDIT_RAY_ADDRESS)")
+    sp.add_argument("--device", help="device of the jobs, e.g. cpu, cuda, cuda:1 (default: cuda when available)")
 
     sp = add("relocate", cmd_relocate, "point a project at its images after they moved (dataset.csv is kept)")
     sp.add_argument("--dataset-root", required=True, help="the folder that now holds the dataset's images")
@@ -593,6 +651,8 @@ def build_parser() -> argparse.ArgumentParser:
                     help="address to listen on (default 127.0.0.1: this machine only); any other needs --token "
                          "and/or --users")
     sp.add_argument("--port", type=int, default=8501)
+    sp.add_argument("--device", help="device of the background jobs, e.g. cpu, cuda, cuda:1 (default: cuda when "
+                                     "available); the Jobs page shows where each job runs")
     sp.add_argument("--token", action="store_true",
                     help="require a random access token (printed at start; SPURAUDIT_AUTH_TOKEN fixes one)")
     sp.add_argument("--users", metavar="FILE", help="require sign-in with the users in FILE (spuraudit users add)")

@@ -27,7 +27,7 @@ import numpy as np
 import torch
 
 from .common import Progress
-from .data.images import ImageTensorDataset
+from .data.images import EncodedImageDataset, ImageTensorDataset, collate_encoded, decode_batch
 from .data.table import ImageTable
 from .modelio import AuditModel, weights_hash
 from .training import pick_device
@@ -93,64 +93,136 @@ def file_stamps(paths: list[str]) -> np.ndarray:
     return out
 
 
-def _loader(paths: list[str], input_size, batch_size: int, num_workers: int, start: int = 0):
-    dataset = torch.utils.data.Subset(ImageTensorDataset(paths, tuple(input_size)), range(start, len(paths)))
+PRECISIONS = ("fp32", "bf16", "fp16")
+DECODERS = ("pil", "device")
+
+
+def _loader(paths: list[str], input_size, batch_size: int, num_workers: int, start: int = 0,
+            stop: int | None = None, decode: str = "pil", device: torch.device | None = None):
+    """Batches (images [B, 3, H, W] in [0, 1], dataset rows [B]) of rows start..stop, in order.
+
+    decode "pil": the workers decode and resize (PIL), batches come pinned when the device is a GPU.
+    decode "device": the workers only read the files; JPEGs are decoded a batch at a time on `device`
+    (see `data.images.decode_batch`), and the batches come already on it.
+    """
+    size = tuple(input_size)
+    stop = len(paths) if stop is None else stop
+    on_gpu = device is not None and device.type == "cuda"
+    extra = {"prefetch_factor": 4, "persistent_workers": False} if num_workers > 0 else {}
+    if decode == "device":
+        dataset = torch.utils.data.Subset(EncodedImageDataset(paths, size), range(start, stop))
+        loader = torch.utils.data.DataLoader(dataset, batch_size=batch_size, shuffle=False, num_workers=num_workers,
+                                             collate_fn=collate_encoded, pin_memory=on_gpu, **extra)
+        dev = device or torch.device("cpu")
+        return ((decode_batch(items, size, dev, [paths[i] for i in idx.tolist()]), idx) for items, idx in loader)
+    if decode != "pil":
+        raise ValueError(f"decode must be one of {DECODERS}, got '{decode}'")
+    dataset = torch.utils.data.Subset(ImageTensorDataset(paths, size), range(start, stop))
     return torch.utils.data.DataLoader(
         dataset,
         batch_size=batch_size,
         shuffle=False,  # a fixed order is what makes a killed run resumable
         num_workers=num_workers,
-        pin_memory=torch.cuda.is_available(),
-        persistent_workers=False,
+        pin_memory=on_gpu if device is not None else torch.cuda.is_available(),
+        **extra,
     )
+
+
+def _store_files(n: int, num_features: int, num_classes: int, with_stamps: bool) -> dict:
+    files = {
+        "features.npy": ((n, num_features), FEATURE_DTYPE),
+        "logits.npy": ((n, num_classes), np.float32),
+        "preds.npy": ((n,), np.int64),
+    }
+    if with_stamps:
+        files[STAMPS_FILE] = ((n, 2), np.int64)
+    return files
+
+
+def _header(path: Path) -> tuple[tuple, np.dtype, int] | None:
+    """(shape, dtype, offset of the first data byte) of a .npy file, None when it is missing or not one."""
+    try:
+        with open(path, "rb") as fh:
+            version = np.lib.format.read_magic(fh)
+            read_header = (np.lib.format.read_array_header_1_0 if version == (1, 0)
+                           else np.lib.format.read_array_header_2_0)
+            shape, fortran, dtype = read_header(fh)
+            return (tuple(shape), np.dtype(dtype), fh.tell()) if not fortran else None
+    except (OSError, ValueError):
+        return None
+
+
+def prepare_store_files(folder: Path, n: int, num_features: int, num_classes: int, with_stamps: bool) -> None:
+    """Make sure the row files of a partial store exist with the right shapes (done once, by rank 0, before
+    the ranks write their rows); files of the wrong shape are recreated and all progress forgotten."""
+    files = _store_files(n, num_features, num_classes, with_stamps)
+    fresh = False
+    for name, (shape, dtype) in files.items():
+        head = _header(folder / name)
+        if head is None or head[0] != tuple(shape) or head[1] != np.dtype(dtype):
+            np.lib.format.open_memmap(folder / name, mode="w+", dtype=dtype, shape=shape).flush()
+            fresh = True
+    if fresh:
+        for stale in folder.glob("progress*.json"):
+            stale.unlink(missing_ok=True)
+
+
+def rank_progress_file(rank: int, world: int) -> str:
+    """The progress file of one rank of a `world`-process extraction (a run with another world size
+    ignores it and redoes that rank's rows)."""
+    return f"progress-{rank}-of-{world}.json"
 
 
 class _ChunkWriter:
     """Writes row blocks into the .npy files of a partial store and records the rows done.
 
-    Each block is written through its own short-lived map, flushed, then `progress.json` is replaced
-    (temp + rename): rows below `rows_done` are always on disk, whatever kills the process.
+    Each block is written through its own short-lived map, flushed, then the progress file is replaced
+    (temp + rename): rows below `rows_done` are always on disk, whatever kills the process. A writer
+    owns the rows `rows` = [lo, hi) (all of them by default); several writers, one per process, can
+    fill disjoint rows of the same files, each with its own progress file.
     """
 
-    def __init__(self, folder: Path, n: int, num_features: int, num_classes: int, paths: list[str] | None):
+    def __init__(self, folder: Path, n: int, num_features: int, num_classes: int, paths: list[str] | None,
+                 rows: tuple[int, int] | None = None, progress_file: str = PROGRESS_FILE, create: bool = True):
         self.folder = folder
         self.n = n
         self.paths = paths
-        self.files = {
-            "features.npy": ((n, num_features), FEATURE_DTYPE),
-            "logits.npy": ((n, num_classes), np.float32),
-            "preds.npy": ((n,), np.int64),
-        }
-        if paths is not None:
-            self.files[STAMPS_FILE] = ((n, 2), np.int64)
-        progress = folder / PROGRESS_FILE
+        self.lo, self.hi = rows if rows is not None else (0, n)
+        self.progress_file = progress_file
+        self.files = _store_files(n, num_features, num_classes, paths is not None)
+        progress = folder / progress_file
         shapes_ok = progress.is_file() and all((folder / name).is_file() for name in self.files)
-        state = json.loads(progress.read_text()) if shapes_ok else {}
-        if state.get("shapes") != {name: list(shape) for name, (shape, _) in self.files.items()}:
-            for name, (shape, dtype) in self.files.items():
-                np.lib.format.open_memmap(folder / name, mode="w+", dtype=dtype, shape=shape).flush()
-            state = {"rows_done": 0}
-            self.rows_done = 0
-            self._record()
-        self.rows_done = int(state["rows_done"])
+        try:
+            state = json.loads(progress.read_text()) if shapes_ok else {}
+        except ValueError:
+            state = {}
+        valid = (state.get("shapes") == {name: list(shape) for name, (shape, _) in self.files.items()}
+                 and state.get("rows", [0, n]) == [self.lo, self.hi])
+        if not valid:
+            if create:
+                for name, (shape, dtype) in self.files.items():
+                    np.lib.format.open_memmap(folder / name, mode="w+", dtype=dtype, shape=shape).flush()
+            state = {"rows_done": self.lo}
         self.offsets = {}
-        for name in self.files:
-            with open(folder / name, "rb") as fh:
-                version = np.lib.format.read_magic(fh)
-                read_header = (np.lib.format.read_array_header_1_0 if version == (1, 0)
-                               else np.lib.format.read_array_header_2_0)
-                read_header(fh)  # leaves the file at the first data byte
-                self.offsets[name] = fh.tell()
+        for name, (shape, dtype) in self.files.items():
+            head = _header(folder / name)
+            if head is None or head[0] != tuple(shape) or head[1] != np.dtype(dtype):
+                raise RuntimeError(f"{folder / name} is not a {shape} {np.dtype(dtype).name} array; "
+                                   "delete the partial store folder and extract again")
+            self.offsets[name] = head[2]
+        self.rows_done = int(state["rows_done"])
+        if not valid:
+            self._record()
 
     def _record(self) -> None:
-        data = {"rows_done": self.rows_done, "num_images": self.n,
+        data = {"rows_done": self.rows_done, "num_images": self.n, "rows": [self.lo, self.hi],
                 "shapes": {name: list(shape) for name, (shape, _) in self.files.items()}}
-        tmp = self.folder / (PROGRESS_FILE + ".tmp")
+        tmp = self.folder / (self.progress_file + ".tmp")
         with open(tmp, "w") as fh:
             fh.write(json.dumps(data))
             fh.flush()
             os.fsync(fh.fileno())
-        os.replace(tmp, self.folder / PROGRESS_FILE)
+        os.replace(tmp, self.folder / self.progress_file)
 
     def _write(self, name: str, start: int, block: np.ndarray) -> None:
         shape, dtype = self.files[name]
@@ -164,6 +236,9 @@ class _ChunkWriter:
     def write(self, start: int, feats: np.ndarray, logits: np.ndarray) -> None:
         if start != self.rows_done:
             raise RuntimeError(f"rows must be written in order: expected row {self.rows_done}, got {start}")
+        if start + len(feats) > self.hi:
+            raise RuntimeError(f"rows {start}..{start + len(feats) - 1} lie beyond this writer's rows "
+                               f"{self.lo}..{self.hi - 1}")
         if not np.all(np.abs(feats) <= _FLOAT16_MAX):
             raise ValueError(f"features of rows {start}..{start + len(feats) - 1} are not finite or exceed the "
                              "float16 range (65504); this model's features cannot be stored as float16.")
@@ -176,6 +251,56 @@ class _ChunkWriter:
         self._record()
 
 
+class _BackgroundWriter:
+    """Runs `_ChunkWriter.write` in a thread, one chunk behind the model, so the GPU never waits for the
+    disk. At most one chunk waits; an error in the thread is raised at the next `write` or at `close`."""
+
+    def __init__(self, writer: _ChunkWriter):
+        import queue
+        import threading
+
+        self.writer = writer
+        self.queue: "queue.Queue" = queue.Queue(maxsize=1)
+        self.error: BaseException | None = None
+        self.thread = threading.Thread(target=self._loop, name="store-writer", daemon=True)
+        self.thread.start()
+
+    def _loop(self) -> None:
+        while True:
+            item = self.queue.get()
+            if item is None:
+                return
+            if self.error is None:
+                try:
+                    self.writer.write(*item)
+                except BaseException as exc:  # handed to the main thread
+                    self.error = exc
+
+    def _raise(self) -> None:
+        if self.error is not None:
+            raise self.error
+
+    def write(self, start: int, feats: np.ndarray, logits: np.ndarray) -> None:
+        self._raise()
+        self.queue.put((start, feats, logits))
+
+    def close(self) -> None:
+        self.queue.put(None)
+        self.thread.join()
+        self._raise()
+
+
+def autocast_dtype(precision: str | None, device: torch.device) -> torch.dtype | None:
+    """The autocast dtype of `precision` ("fp32", "bf16", "fp16"; None = fp16 on CUDA, fp32 elsewhere)."""
+    if precision is None:
+        precision = "fp16" if device.type == "cuda" else "fp32"
+    if precision not in PRECISIONS:
+        raise ValueError(f"precision must be one of {PRECISIONS}, got '{precision}'")
+    if precision == "fp16" and device.type != "cuda":
+        raise ValueError("fp16 autocast needs a CUDA device; use bf16 (or fp32) on the CPU")
+    return {"fp32": None, "bf16": torch.bfloat16, "fp16": torch.float16}[precision]
+
+
 def run_extraction(
     model: AuditModel,
     batches: Iterable[tuple[torch.Tensor, torch.Tensor]],
@@ -186,31 +311,44 @@ def run_extraction(
     start: int = 0,
     chunk_rows: int = CHUNK_ROWS,
     paths: list[str] | None = None,
+    rows: tuple[int, int] | None = None,
+    progress_file: str = PROGRESS_FILE,
+    create_files: bool = True,
+    precision: str | None = None,
 ) -> tuple[np.ndarray, np.ndarray]:
     """The core loop: (images [B, 3, H, W] in [0, 1], dataset indices [B]) -> features [n, D], logits [n, C].
 
     With `folder`, rows go into the memory-mapped files there, `chunk_rows` at a time (memory bounded
-    by one chunk, whatever `n`), resuming after the rows `progress.json` records; `batches` must then
-    yield the dataset in order from that row on. The returned arrays are then the on-disk maps.
+    by one chunk, whatever `n`), resuming after the rows the progress file records; `batches` must then
+    yield the dataset in order from that row on, up to the end of `rows` (default: all n rows; a
+    process of a torchrun extraction owns a shard). Chunks are written by a background thread while
+    the model computes the next ones. The returned arrays are then the on-disk maps.
     Without `folder`, the arrays are built in memory (small datasets, tests).
     """
-    use_amp = device.type == "cuda"
+    amp = autocast_dtype(precision, device)
+    lo, hi = rows if rows is not None else (0, n)
     writer = None
     if folder is not None:
-        writer = _ChunkWriter(Path(folder), n, model.num_features, model.num_classes, paths)
-        start = writer.rows_done
+        chunk_writer = _ChunkWriter(Path(folder), n, model.num_features, model.num_classes, paths, rows=(lo, hi),
+                                    progress_file=progress_file, create=create_files)
+        start = chunk_writer.rows_done
+        writer = _BackgroundWriter(chunk_writer)
     else:
+        start = max(start, lo)
         in_memory = (np.empty((n, model.num_features), dtype=np.float32),
                      np.empty((n, model.num_classes), dtype=np.float32))
     pending_f, pending_z, pending_start = [], [], start
     done = start
+    first = start
     began = time.perf_counter()
 
     def flush() -> None:
         nonlocal pending_f, pending_z, pending_start
         if not pending_f:
             return
-        f, z = np.concatenate(pending_f), np.concatenate(pending_z)
+        # One device -> host copy per chunk rather than one per batch (each copy waits for the GPU).
+        f = torch.cat(pending_f).float().cpu().numpy()
+        z = torch.cat(pending_z).float().cpu().numpy()
         if writer is not None:
             writer.write(pending_start, f, z)
         else:
@@ -219,27 +357,31 @@ def run_extraction(
         pending_start += len(f)
         pending_f, pending_z = [], []
 
-    with torch.inference_mode():
-        for x, idx in batches:
-            rows = idx.numpy()
-            if len(rows) and (rows[0] != done or rows[-1] - rows[0] != len(rows) - 1):
-                raise RuntimeError(f"batches must come in dataset order: expected row {done}, got {rows[:3]}...")
-            x = x.to(device, non_blocking=True)
-            if use_amp:
-                x = x.contiguous(memory_format=torch.channels_last)
-            with torch.autocast(device.type, enabled=use_amp):
-                _, f, z = model.forward_all(x)
-            pending_f.append(f.float().cpu().numpy())
-            pending_z.append(z.float().cpu().numpy())
-            done += len(rows)
-            if done - pending_start >= chunk_rows:
-                flush()
-            if progress:
-                rate = (done - start) / max(time.perf_counter() - began, 1e-9)
-                progress(done / n, f"extracted {done}/{n} images ({rate:.0f} img/s)")
-    flush()
-    if done != n:
-        raise RuntimeError(f"extraction ended at row {done} of {n}")
+    try:
+        with torch.inference_mode():
+            for x, idx in batches:
+                rows_ = idx.numpy()
+                if len(rows_) and (rows_[0] != done or rows_[-1] - rows_[0] != len(rows_) - 1):
+                    raise RuntimeError(f"batches must come in dataset order: expected row {done}, got {rows_[:3]}...")
+                x = x.to(device, non_blocking=True)
+                if device.type == "cuda":
+                    x = x.contiguous(memory_format=torch.channels_last)
+                with torch.autocast(device.type, dtype=amp, enabled=amp is not None):
+                    _, f, z = model.forward_all(x)
+                pending_f.append(f.detach())
+                pending_z.append(z.detach())
+                done += len(rows_)
+                if done - pending_start >= chunk_rows:
+                    flush()
+                if progress:
+                    rate = (done - first) / max(time.perf_counter() - began, 1e-9)
+                    progress((done - lo) / max(hi - lo, 1), f"extracted {done - lo}/{hi - lo} images ({rate:.0f} img/s)")
+        flush()
+    finally:
+        if writer is not None:
+            writer.close()
+    if done != hi:
+        raise RuntimeError(f"extraction ended at row {done} of {hi}")
     if writer is None:
         return in_memory
     return (np.load(Path(folder) / "features.npy", mmap_mode="r"), np.load(Path(folder) / "logits.npy", mmap_mode="r"))
@@ -256,12 +398,22 @@ def extract_features(
     progress: Progress | None = None,
     model_hash: str | None = None,
     chunk_rows: int = CHUNK_ROWS,
+    precision: str | None = None,
+    decode: str | None = None,
 ) -> FeatureStore:
     """Compute (or reuse, or finish) the store under `root/<key>/`.
 
     Rows go to `root/.partial-<key>/` as they are extracted; a later call with the same model and
     table resumes there. The complete folder is renamed into place, statistics included.
+
+    Under torchrun (see `distributed`) every process runs this same call: each takes a contiguous
+    shard of the rows and writes them into the same partial store; rank 0 then builds the statistics
+    and renames the folder, and every rank returns the finished store.
+    precision: autocast "fp32" / "bf16" / "fp16" (default fp16 on CUDA, fp32 on the CPU).
+    decode: "device" decodes JPEG batches on the device, "pil" in the loader's workers (default:
+    "device" on CUDA, "pil" elsewhere).
     """
+    from . import distributed
     from .featurestats import build_stats
 
     root = Path(root)
@@ -274,8 +426,10 @@ def extract_features(
             progress(1.0, "features already computed (cached)")
         return FeatureStore.open(final)
     partial = root / f".partial-{key}"
-    partial.mkdir(parents=True, exist_ok=True)
-    dev = pick_device(device)
+    dev = distributed.setup(device)
+    distributed.same_on_all_ranks(key, "the store (model weights, dataset or input size)")
+    rank, world = distributed.rank(), distributed.world_size()
+    decode = decode or ("device" if dev.type == "cuda" else "pil")
     model = model.to(dev).eval()
     if dev.type == "cuda":
         model = model.to(memory_format=torch.channels_last)
@@ -283,38 +437,56 @@ def extract_features(
         num_workers = min(2, os.cpu_count() or 1)
     n = len(table)
     paths = table.paths
-    np.save(partial / "head_weight.npy", model.head.weight.detach().float().cpu().numpy())
-    bias = model.head.bias if model.head.bias is not None else torch.zeros(model.num_classes)
-    np.save(partial / "head_bias.npy", bias.detach().float().cpu().numpy())
     began = time.perf_counter()
-    writer_probe = _ChunkWriter(partial, n, model.num_features, model.num_classes, paths)
+    if rank == 0:
+        partial.mkdir(parents=True, exist_ok=True)
+        np.save(partial / "head_weight.npy", model.head.weight.detach().float().cpu().numpy())
+        bias = model.head.bias if model.head.bias is not None else torch.zeros(model.num_classes)
+        np.save(partial / "head_bias.npy", bias.detach().float().cpu().numpy())
+        if world > 1:
+            prepare_store_files(partial, n, model.num_features, model.num_classes, True)
+    distributed.barrier()
+    rows = distributed.shard(n)
+    progress_file = PROGRESS_FILE if world == 1 else rank_progress_file(rank, world)
+    writer_probe = _ChunkWriter(partial, n, model.num_features, model.num_classes, paths, rows=rows,
+                                progress_file=progress_file, create=world == 1)
     start = writer_probe.rows_done
-    if start and progress:
-        progress(start / max(n, 1), f"resuming the extraction at image {start}/{n}")
-    run_extraction(model, _loader(paths, input_size, batch_size, num_workers, start), n, dev, progress,
-                   folder=partial, chunk_rows=chunk_rows, paths=paths)
-    meta = {
-        "key": key,
-        "model_hash": model_hash,
-        "table": table_id,
-        "num_images": n,
-        "num_features": int(model.num_features),
-        "num_classes": int(model.num_classes),
-        "input_size": list(input_size),
-        "feature_dtype": np.dtype(FEATURE_DTYPE).name,
-        "seconds": round(time.perf_counter() - began, 2),
-        "device": str(dev),
-    }
-    (partial / "meta.json").write_text(json.dumps(meta, indent=1))
-    build_stats(FeatureStore.open(partial), table,
-                (lambda f, m: progress(1.0, m)) if progress else None)
-    try:
-        os.replace(partial, final)
-    except OSError:
-        if not (final / "meta.json").is_file():  # another process may have finished it first
-            raise
-        shutil.rmtree(partial, ignore_errors=True)
-    (final / PROGRESS_FILE).unlink(missing_ok=True)
+    if start > rows[0] and progress:
+        progress((start - rows[0]) / max(rows[1] - rows[0], 1),
+                 f"resuming the extraction at image {start - rows[0]}/{rows[1] - rows[0]}")
+    report = progress if rank == 0 else None
+    run_extraction(model, _loader(paths, input_size, batch_size, num_workers, start, rows[1], decode, dev), n, dev,
+                   report, folder=partial, chunk_rows=chunk_rows, paths=paths, rows=rows,
+                   progress_file=progress_file, create_files=world == 1, precision=precision)
+    distributed.barrier()  # every shard is on disk
+    if rank == 0:
+        meta = {
+            "key": key,
+            "model_hash": model_hash,
+            "table": table_id,
+            "num_images": n,
+            "num_features": int(model.num_features),
+            "num_classes": int(model.num_classes),
+            "input_size": list(input_size),
+            "feature_dtype": np.dtype(FEATURE_DTYPE).name,
+            "seconds": round(time.perf_counter() - began, 2),
+            "device": str(dev) if world == 1 else f"{world} × {dev.type}",
+            "precision": precision or ("fp16" if dev.type == "cuda" else "fp32"),
+            "decode": decode,
+            "processes": world,
+        }
+        (partial / "meta.json").write_text(json.dumps(meta, indent=1))
+        build_stats(FeatureStore.open(partial), table,
+                    (lambda f, m: progress(1.0, m)) if progress else None)
+        try:
+            os.replace(partial, final)
+        except OSError:
+            if not (final / "meta.json").is_file():  # another process may have finished it first
+                raise
+            shutil.rmtree(partial, ignore_errors=True)
+        for done_file in final.glob("progress*.json"):
+            done_file.unlink(missing_ok=True)
+    distributed.barrier()  # the store is in place for every rank
     return FeatureStore.open(final)
 
 

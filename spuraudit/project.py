@@ -217,6 +217,8 @@ class Project:
         batch_size: int = 128,
         num_workers: int | None = None,
         chunk_rows: int | None = None,
+        precision: str | None = None,
+        decode: str | None = None,
     ) -> FeatureStore:
         """Extract (or resume, or reuse) the store of this model and dataset; see `extract_features`."""
         folder = Path(model_folder or self.model_folder)
@@ -236,6 +238,8 @@ class Project:
             device=device,
             progress=progress,
             model_hash=self._model_hash(folder),
+            precision=precision,
+            decode=decode,
             **({"chunk_rows": chunk_rows} if chunk_rows else {}),
         )
 

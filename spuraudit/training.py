@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import os
 from typing import Callable
 
 import numpy as np
@@ -11,10 +12,37 @@ from torch import nn
 from .data.images import ImageTensorDataset
 
 
+DEVICE_ENV = "SPURAUDIT_DEVICE"  # the default device of this process ("cpu", "cuda", "cuda:1"); set by `--device`
+
+
 def pick_device(device: str | None = None) -> torch.device:
-    if device:
-        return torch.device(device)
-    return torch.device("cuda" if torch.cuda.is_available() else "cpu")
+    """`device`, else $SPURAUDIT_DEVICE, else CUDA when there is one. A bare "cuda" in a torchrun process
+    means that process's own GPU (LOCAL_RANK), so every rank drives a different one."""
+    dev = torch.device(device or os.environ.get(DEVICE_ENV) or ("cuda" if torch.cuda.is_available() else "cpu"))
+    if dev.type == "cuda" and dev.index is None and "LOCAL_RANK" in os.environ:
+        dev = torch.device("cuda", int(os.environ["LOCAL_RANK"]))
+    return dev
+
+
+def loader_workers() -> int:
+    """Decoding processes for a training or masking loader: none without a GPU (the CPU computes, and
+    extra processes only compete with it), up to 8 with one, so decoding keeps up with the device."""
+    if not torch.cuda.is_available():
+        return 0
+    return max(1, min(8, (os.cpu_count() or 2) - 1))
+
+
+def image_loader(paths: list[str], size: tuple[int, int], batch_size: int, order=None, num_workers: int = 0,
+                 device: torch.device | None = None) -> torch.utils.data.DataLoader:
+    """Batches (images [B, 3, H, W] in [0, 1], positions [B]) of `paths` in `order` (default: as listed).
+
+    On a GPU the batches come in pinned memory, so `.to(device, non_blocking=True)` overlaps the copy
+    with the work already queued."""
+    on_gpu = device is not None and device.type == "cuda"
+    return torch.utils.data.DataLoader(
+        ImageTensorDataset(paths, tuple(size)), batch_size=batch_size,
+        sampler=list(order) if order is not None else None, num_workers=num_workers, pin_memory=on_gpu,
+        **({"prefetch_factor": 4} if num_workers else {}))
 
 
 def load_tensors(paths: list[str], size: tuple[int, int], num_workers: int = 0) -> torch.Tensor:

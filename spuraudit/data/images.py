@@ -88,3 +88,93 @@ class ImageTensorDataset(torch.utils.data.Dataset):
 
     def __getitem__(self, i: int):
         return to_tensor(load_rgb(self.paths[i], self.size)), i
+
+
+# ---- batched decoding on the model's device -----------------------------------------------------
+# Decoding JPEGs is what limits a GPU extraction: a ResNet-50 forward takes a fraction of a
+# millisecond per image, libjpeg several. So the loader's workers only read the file and check its
+# header, and the main process decodes a whole batch at once with `torchvision.io.decode_jpeg` on the
+# device (nvJPEG on CUDA) and resizes it there. Anything that is not a plain JPEG (PNG, CMYK, an EXIF
+# rotation, a header that lies) is decoded by PIL in the worker exactly as `load_rgb` does.
+
+_JPEG_MODES = ("RGB", "L")
+
+
+def _plain_jpeg(path: str) -> bool:
+    """A baseline RGB/grey JPEG without rotation that the batch decoder handles; header read only.
+
+    Anything doubtful goes to PIL's path, which refuses bad files with its usual errors."""
+    try:
+        with Image.open(path) as im:
+            if im.format != "JPEG" or im.mode not in _JPEG_MODES:
+                return False
+            if im.width * im.height > Image.MAX_IMAGE_PIXELS:
+                return False
+            return im.getexif().get(0x0112, 1) == 1  # orientation tag: 1 = as stored
+    except (OSError, SyntaxError, ValueError, Image.DecompressionBombWarning):
+        return False
+
+
+class EncodedImageDataset(torch.utils.data.Dataset):
+    """Paths -> (JPEG bytes uint8 [L], index) for plain JPEGs, (image float [3, H, W], index) otherwise."""
+
+    def __init__(self, paths: list[str], size: tuple[int, int]):
+        self.paths = list(paths)
+        self.size = tuple(size)
+
+    def __len__(self) -> int:
+        return len(self.paths)
+
+    def __getitem__(self, i: int):
+        path = self.paths[i]
+        if _plain_jpeg(path):
+            return torch.from_numpy(np.fromfile(path, dtype=np.uint8)), i
+        return to_tensor(load_rgb(path, self.size)), i
+
+
+def collate_encoded(items):
+    """Keeps the per-image tensors apart (JPEG byte strings have different lengths)."""
+    return [t for t, _ in items], torch.as_tensor([i for _, i in items], dtype=torch.int64)
+
+
+def _resize_uint8(img: torch.Tensor, size: tuple[int, int]) -> torch.Tensor:
+    """uint8 [3, h, w] -> float [3, H, W] in [0, 1]: antialiased bilinear like PIL's, rounded to 8 bits like it."""
+    x = img.unsqueeze(0).float()
+    if tuple(img.shape[1:]) != tuple(size):
+        x = torch.nn.functional.interpolate(x, size=tuple(size), mode="bilinear", antialias=True, align_corners=False)
+    return x.round_().clamp_(0, 255).div_(255.0)[0]
+
+
+def decode_batch(items: list[torch.Tensor], size: tuple[int, int], device: torch.device,
+                 paths: list[str] | None = None) -> torch.Tensor:
+    """A batch from `EncodedImageDataset` -> float [B, 3, H, W] in [0, 1] on `device`.
+
+    JPEG byte strings are decoded together on `device`; a batch the decoder rejects is decoded one
+    file at a time, and a file that still fails raises an error naming it (when `paths` is given).
+    """
+    from torchvision.io import ImageReadMode, decode_jpeg
+
+    out = torch.empty((len(items), 3, *size), device=device)
+    jpeg = [k for k, t in enumerate(items) if t.dim() == 1]
+    for k, t in enumerate(items):
+        if t.dim() != 1:
+            out[k] = t.to(device, non_blocking=True)
+    if not jpeg:
+        return out
+    data = [items[k] for k in jpeg]
+    with warnings.catch_warnings():
+        warnings.simplefilter("ignore", DeprecationWarning)  # torchvision points to torchcodec; same decoder
+        try:
+            decoded = decode_jpeg(data, mode=ImageReadMode.RGB, device=device)
+        except RuntimeError:
+            decoded = []
+            for k, raw in zip(jpeg, data):
+                try:
+                    decoded.append(decode_jpeg(raw, mode=ImageReadMode.RGB, device=device))
+                except RuntimeError as exc:
+                    name = paths[k] if paths is not None else f"item {k} of the batch"
+                    reason = str(exc).split(", ")[-1]
+                    raise ValueError(f"{name}: cannot decode this JPEG ({reason}); fix or remove the file") from exc
+    for k, img in zip(jpeg, decoded):
+        out[k] = _resize_uint8(img, size)
+    return out

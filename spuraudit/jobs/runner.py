@@ -86,6 +86,7 @@ def run_job(db_path: str | Path, job_id: int, parent_pid: int | None = None,
     watcher.start()
     try:
         ctx.log(f"job {job.id} ({job.kind}) started in process {os.getpid()}")
+        _record_placement(ctx.work_dir)
         fn = load_target(job.target or target_for(job.kind))
         result = fn(ctx, **job.params)
         state.finishing = True
@@ -124,6 +125,19 @@ def run_job(db_path: str | Path, job_id: int, parent_pid: int | None = None,
         return EXIT_FAILED
     finally:
         state.stop.set()
+
+
+def _record_placement(work_dir: Path) -> None:
+    """Where this job runs, for the Jobs page: this machine, this process, its default device."""
+    import socket
+
+    from .ray_backend import process_device, write_placement
+
+    try:
+        write_placement(work_dir, {"backend": "local", "host": socket.gethostname(), "pid": os.getpid(),
+                                   "device": process_device()})
+    except Exception:  # noqa: BLE001 - a missing note must not fail the job
+        pass
 
 
 def _report(queue: JobQueue, job, write) -> None:

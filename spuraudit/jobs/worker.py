@@ -102,12 +102,29 @@ def run_worker(db_path: str | Path, poll_interval: float = 0.5, idle_exit: float
     finally:
         queue.unregister_worker(pid)
         _say(f"exiting after {ran} job(s)")
+        _leave_ray()
     return ran
+
+
+def _leave_ray() -> None:
+    """Disconnect from Ray (stopping a private "local" instance) if this worker used it."""
+    import sys as _sys
+
+    ray = _sys.modules.get("ray")
+    if ray is not None and ray.is_initialized():
+        ray.shutdown()
 
 
 def run_claimed(queue: JobQueue, job: Job, worker_pid: int, stop: threading.Event,
                 cancel_grace: float = DEFAULT_CANCEL_GRACE_S, tick: float = 0.25) -> str:
-    """Run a job this worker has claimed in a child process and wait for it; returns its final status."""
+    """Run a job this worker has claimed in a child process and wait for it; returns its final status.
+
+    With the Ray backend ($SPURAUDIT_JOBS_BACKEND=ray) the job runs as a task on the cluster instead."""
+    from . import ray_backend
+
+    if ray_backend.backend_name() == "ray":
+        return ray_backend.run_claimed(queue, job, worker_pid, stop, _stop_reason, _say, cancel_grace=cancel_grace,
+                                       tick=tick, heartbeat_every=HEARTBEAT_EVERY_S)
     work_dir = queue.work_dir(job.id)
     work_dir.mkdir(parents=True, exist_ok=True)
     log_path = work_dir / "log.txt"
@@ -254,7 +271,12 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--poll", type=float, default=0.5, help="seconds between looks at an idle queue")
     parser.add_argument("--cancel-grace", type=float, default=DEFAULT_CANCEL_GRACE_S,
                         help="seconds between SIGTERM and SIGKILL when stopping a job")
+    parser.add_argument("--backend", choices=("local", "ray"), default=None,
+                        help="where jobs run: local processes (default) or a Ray cluster "
+                             "($SPURAUDIT_RAY_ADDRESS, default 'auto'); also $SPURAUDIT_JOBS_BACKEND")
     args = parser.parse_args(argv)
+    if args.backend:
+        os.environ["SPURAUDIT_JOBS_BACKEND"] = args.backend
     if args.workers < 1:
         parser.error("--workers must be at least 1")
     if args.workers > 1:

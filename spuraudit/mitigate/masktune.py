@@ -21,11 +21,11 @@ import numpy as np
 import torch
 from torch import nn
 
-from ..data.images import ImageTensorDataset
+from .. import distributed
 from ..modelio import ModelCard, load_model
 from ..modelio.card import CARD_FILE
 from ..project import Project
-from ..training import pick_device
+from ..training import image_loader, loader_workers, pick_device
 from .base import SEED_OPTION, Mitigation, MitigationResult, Option, Progress, seed_everything, stage
 from .data import load_images, require_split
 from .masking import DEFAULT_FRACTION, RULES, HeatmapMaker, PackedMasks, apply_masks, mask_batch, share_summary
@@ -61,9 +61,8 @@ def cue_coverage_of_masks(masks: "PackedMasks", cue_paths: list[str], size) -> d
 
 def _loader(paths: list[str], size, batch_size: int, order: np.ndarray | None = None):
     """Batches (images [B, 3, H, W] in [0, 1], positions [B]) of `paths`, in `order` (default: as listed)."""
-    dataset = ImageTensorDataset(paths, tuple(size))
-    sampler = list(order) if order is not None else None
-    return torch.utils.data.DataLoader(dataset, batch_size=batch_size, sampler=sampler, num_workers=0)
+    # Decoding workers and pinned batches on a GPU machine (see `training.loader_workers`); none on the CPU.
+    return image_loader(paths, size, batch_size, order, num_workers=loader_workers(), device=pick_device())
 
 
 class MaskTune(Mitigation):
@@ -201,19 +200,24 @@ class MaskTune(Mitigation):
         else:
             opt = torch.optim.SGD(model.parameters(), lr=options["lr"], momentum=options["momentum"],
                                   weight_decay=options["weight_decay"])
-        loss_fn = nn.CrossEntropyLoss()
+        loss_fn = nn.CrossEntropyLoss(reduction="sum")
         order = torch.randperm(len(paths), generator=gen).numpy()
         losses = []
         done = 0
-        for x, pos in _loader(paths, size, options["batch_size"], order):
-            x = apply_masks(x, masks[pos]).to(device)
-            loss = loss_fn(model(x), labels[pos].to(device))
-            opt.zero_grad(set_to_none=True)
-            loss.backward()
-            opt.step()
-            losses.append(loss.item())
-            done += len(pos)
-            report(done / len(paths), f"fine-tuning on masked images: {done}/{len(paths)}, loss {loss.item():.3f}")
+        # Under torchrun each process takes its slice of every batch and DDP averages the gradients (see
+        # `distributed.EpochShard`); in one process this is the plain loop with the batch's mean loss.
+        shard, net = distributed.EpochShard.of(order, options["batch_size"]), distributed.wrap(model, device)
+        with distributed.join(net):
+            for step, (x, pos) in enumerate(_loader(paths, size, shard.batch_size, shard.order)):
+                x = apply_masks(x, masks[pos]).to(device, non_blocking=True)
+                loss = loss_fn(net(x), labels[pos].to(device, non_blocking=True)) * shard.loss_weight(step)
+                opt.zero_grad(set_to_none=True)
+                loss.backward()
+                opt.step()
+                losses.append(loss.item() / shard.world)
+                done += len(pos) * shard.world
+                report(min(1.0, done / len(paths)), f"fine-tuning on masked images: {min(done, len(paths))}/{len(paths)}, "
+                       f"loss {losses[-1]:.3f}")
         model.eval()
         return losses
 
