@@ -23,6 +23,8 @@ MITIGATE_RUN = "mitigate.run"
 AUTOLABEL_RUN = "autolabel.run"
 AUTOLABEL_CONCEPTS = "autolabel.concepts"
 PROJECT_CREATE = "project.create"
+SENSITIVITY_RUN = "sensitivity.run"
+MODELS_EXTRACT = "models.extract"
 
 KINDS: dict[str, str] = {
     DEMO_BUILD: "spuraudit.tasks:build_demo_job",
@@ -31,6 +33,8 @@ KINDS: dict[str, str] = {
     AUTOLABEL_RUN: "spuraudit.autolabel.base:run_autolabel_job",
     AUTOLABEL_CONCEPTS: "spuraudit.autolabel.clip:concept_scores_job",
     PROJECT_CREATE: "spuraudit.create:create_project_job",
+    SENSITIVITY_RUN: "spuraudit.sensitivity:sensitivity_job",
+    MODELS_EXTRACT: "spuraudit.multimodel:extract_models_job",
 }
 
 

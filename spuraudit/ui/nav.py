@@ -14,6 +14,8 @@ PAGES = [
     ("Audit", "app.py", "Home", ":material/home:"),
     ("Audit", "pages/features.py", "Features", ":material/manage_search:"),
     ("Audit", "pages/rankings.py", "Rankings & gaps", ":material/leaderboard:"),
+    ("Audit", "pages/sensitivity.py", "Feature sensitivity", ":material/blur_on:"),
+    ("Audit", "pages/models.py", "Many models", ":material/stacked_line_chart:"),
     ("Label", "pages/review.py", "Review features", ":material/label:"),
     ("Fix", "pages/mitigate.py", "Mitigate", ":material/build:"),
     ("Fix", "pages/compare.py", "Compare models", ":material/compare:"),
