@@ -135,7 +135,7 @@ def test_models_cli_lists_and_reports_as_json(two_models, capsys):
     out = json.loads(capsys.readouterr().out)
     assert out["models"] == ["demo-digitnet", "second-digitnet"]
     assert len(out["per_class"]) == 2 * project.table.num_classes and len(out["pearson"]) == 2
-    assert cli_main(["models", "add", "--project", str(project.folder), str(project.folder)]) == 2
+    assert cli_main(["models", "add", str(project.folder), "--project", str(project.folder)]) == 2
     assert "no model.yaml" in capsys.readouterr().err
 
 
