@@ -84,8 +84,10 @@ def figures(report, out: Path) -> list[str]:
         ax.set_yticks(range(len(matrix)), matrix.index, fontsize=7)
         for i in range(len(matrix)):
             for j in range(len(matrix)):
-                ax.text(j, i, f"{matrix.iat[i, j]:.2f}", ha="center", va="center", fontsize=9)
-        ax.set_title(f"{title} r of per-class gaps", fontsize=9)
+                value = matrix.iat[i, j]
+                ax.text(j, i, f"{value:.2f}", ha="center", va="center", fontsize=9,
+                        color="white" if abs(value) > 0.5 else "black")
+        ax.set_title(f"{title} correlation of per-class gaps", fontsize=9)
     fig.tight_layout()
     correlation = out / "cifar10-gap-correlation.png"
     fig.savefig(correlation, dpi=120)
@@ -99,14 +101,18 @@ def main() -> None:
     parser.add_argument("--figures", default=None, help="folder for the PNG figures (e.g. docs)")
     parser.add_argument("--limit", type=int, default=None, help="images per class (default: all 1,000)")
     parser.add_argument("-k", type=int, default=100, help="images per end of each class's ranking")
+    parser.add_argument("--reuse", action="store_true", help="report on the project a previous run left in --home")
     args = parser.parse_args()
     if not CIFAR_TEST.is_dir():
         raise SystemExit(f"{CIFAR_TEST} is missing: this benchmark needs the shared CIFAR-10 data")
     home = Path(args.home)
-    if home.exists():
-        shutil.rmtree(home)
-    home.mkdir(parents=True)
-    result = build(home, args.limit)
+    if args.reuse:
+        result = {"project": str(home / "projects" / "cifar10-pair")}
+    else:
+        if home.exists():
+            shutil.rmtree(home)
+        home.mkdir(parents=True)
+        result = build(home, args.limit)
 
     from spuraudit.multimodel import models_report
     from spuraudit.project import Project
