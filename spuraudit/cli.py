@@ -508,6 +508,103 @@ def cmd_thumbs(args):
           f"{done:,} thumbnails ready in {thumbnails.thumbs_dir(project.folder, args.size)}")
 
 
+# ---- feature sensitivity and several models of one dataset -------------------------------------
+def cmd_sensitivity(args):
+    """Masked corruptions per feature, core/spurious accuracy per class; saved for the app."""
+    from .sensitivity import measure_sensitivity, save_report
+
+    project = _project(args)
+    audit_classes = None
+    if args.cls:
+        from .audit import Audit
+
+        audit = Audit.open(project, args.model)
+        audit_classes = [_class_index(audit, value) for value in args.cls]
+    bar = _Bar("sensitivity", args.json)
+    try:
+        report = measure_sensitivity(project, classes=audit_classes, split=args.split, k=args.k,
+                                     max_images=args.max_images, sigma=args.sigma, seed=args.seed,
+                                     model_folder=args.model, progress=bar)
+    finally:
+        bar.close()
+    path = save_report(project, report, args.model, report.params["split"])
+    shown = ["class", "feature", "label", "n", "acc_clean"] + [c for c in report.features.columns if "drop_" in c]
+    text = (report.features[shown].to_string(index=False, float_format=lambda v: f"{v:.1f}")
+            + "\n\n" + (report.classes.to_string(index=False, float_format=lambda v: f"{v:.2f}")
+                         if len(report.classes) else "no class has core or spurious labels: no core/spurious accuracy")
+            + f"\n\nsaved: {path}")
+    _emit(args, {**report.to_dict(), "saved": str(path)}, text)
+    return 0
+
+
+def cmd_models(args):
+    """Add, list or remove a project's further models, or report across all of them."""
+    from .multimodel import add_checkpoint, model_table, models_report
+
+    project = _project(args)
+    if args.action == "add":
+        if args.checkpoint:
+            if not args.arch:
+                raise ValueError("--checkpoint needs --arch (e.g. spuraudit:cifar_resnet56)")
+            folder = add_checkpoint(project, args.checkpoint, args.arch, name=args.name, size=args.input_size,
+                                    mean=args.mean, std=args.std, trust_pickle=args.trust_pickle)
+        elif args.folder:
+            folder = project.add_model(Path(args.folder) if Path(args.folder).is_dir()
+                                       else paths.models_dir() / args.folder)
+        else:
+            raise ValueError("give a model folder, or --checkpoint and --arch to import one")
+        if args.extract:
+            bar = _Bar("features", args.json)
+            try:
+                project.extract(model_folder=folder, progress=bar)
+            finally:
+                bar.close()
+    elif args.action == "remove":
+        if not args.folder:
+            raise ValueError("give the model folder to take out of the project")
+        target = Path(args.folder) if Path(args.folder).is_dir() else paths.models_dir() / args.folder
+        if not project.remove_model(target):
+            raise ValueError(f"{args.folder} is not one of the project's added models (see `spuraudit models list`)")
+    if args.action == "report":
+        report = models_report(project, split=args.split, k=args.k, proxy=args.proxy)
+        text = (report.per_class.to_string(index=False, float_format=lambda v: f"{v:.1f}")
+                + "\n\nPearson r of per-class gaps\n" + report.pearson.round(3).to_string()
+                + "\n\nSpearman rho of per-class gaps\n" + report.spearman.round(3).to_string()
+                + (f"\n\nnot extracted yet (left out): {', '.join(report.missing)}" if report.missing else "")
+                + (f"\nranked by a proxy feature: classes {report.proxy_classes}" if report.proxy_classes else ""))
+        _emit(args, report.to_dict(), text)
+        return 0
+    table = model_table(project)
+    _emit(args, {"models": table.to_dict(orient="records")}, table.to_string(index=False))
+    return 0
+
+
+def _add_sensitivity_and_models_commands(add) -> None:
+    sp = add("sensitivity", cmd_sensitivity, "accuracy drops under masked corruptions per feature; core and "
+             "spurious accuracy per class (Salient ImageNet noise)", split=True)
+    sp.add_argument("--class", dest="cls", nargs="*", help="class indices or names (default: every class)")
+    sp.add_argument("-k", type=int, default=50, help="images per feature: the class's top-k by its activation")
+    sp.add_argument("--max-images", type=int, default=200, help="images per class for core/spurious accuracy")
+    sp.add_argument("--sigma", type=float, default=0.25, help="σ of the Gaussian noise")
+    sp.add_argument("--seed", type=int, default=0)
+
+    sp = add("models", cmd_models, "several models of the project's classes: add, list, remove, report "
+             "(effective robustness, gap correlations)", split=True)
+    sp.add_argument("action", choices=["add", "list", "remove", "report"])
+    sp.add_argument("folder", nargs="?", help="add/remove: a model folder (or its name under models/)")
+    sp.add_argument("--checkpoint", help="add: import this checkpoint of the project's classes")
+    sp.add_argument("--arch", help="add --checkpoint: the architecture, e.g. spuraudit:cifar_resnet56")
+    sp.add_argument("--name", help="add --checkpoint: the model folder's name under models/")
+    sp.add_argument("--input-size", type=int, default=None, help="add --checkpoint: pixels (default: the arch's)")
+    sp.add_argument("--mean", default=None, help="add --checkpoint: comma-separated normalisation mean")
+    sp.add_argument("--std", default=None, help="add --checkpoint: comma-separated normalisation std")
+    sp.add_argument("--trust-pickle", action="store_true", help="add --checkpoint: allow full pickle loading")
+    sp.add_argument("--extract", action="store_true", help="add: extract the new model's features now")
+    sp.add_argument("-k", type=int, default=None, help="report: images per end of each ranking (default gap_k)")
+    sp.add_argument("--proxy", action="store_true",
+                    help="report: rank classes without spurious labels by a proxy feature (largest |triage gap|)")
+
+
 # ---- parser ----------------------------------------------------------------------------------
 def build_parser() -> argparse.ArgumentParser:
     p = argparse.ArgumentParser(prog="spuraudit", description=__doc__.splitlines()[0] if __doc__ else None)
@@ -671,6 +768,7 @@ def build_parser() -> argparse.ArgumentParser:
     sp.add_argument("--role", default="annotator", choices=["viewer", "annotator", "admin"],
                     help="viewer: look; annotator: also vote; admin: also create projects, upload, launch jobs")
     sp.add_argument("--file", default="users.tsv", help="the users file (default: users.tsv)")
+    _add_sensitivity_and_models_commands(add)
     return p
 
 

@@ -1,6 +1,6 @@
 """An audit project on disk: a dataset table, a model, feature stores, labels and caches.
 
-    projects/<name>/project.json   name, model folder, settings
+    projects/<name>/project.json   name, model folder, further models of the same classes, settings
     projects/<name>/dataset.csv    the image table (+ dataset.json)
     projects/<name>/features/      feature stores, one per (model, dataset) content hash
     projects/<name>/labels.db      votes on (class, feature) pairs
@@ -40,6 +40,8 @@ class Project:
     name: str
     model: str  # model folder, absolute (project.json stores it relative to the home's models/ when inside)
     settings: ProjectSettings = field(default_factory=ProjectSettings)
+    # Further user models of the same classes (absolute folders), audited on the same images as `model`.
+    models: list[str] = field(default_factory=list)
 
     def __post_init__(self):
         if isinstance(self.settings, dict):  # from Python callers: checked like a project file's
@@ -64,7 +66,7 @@ class Project:
         if not isinstance(version, int) or version > PROJECT_SCHEMA_VERSION:
             raise ProjectError(f"{file}: schema_version {version!r} is newer than this spuraudit understands "
                                f"({PROJECT_SCHEMA_VERSION}); update spuraudit.")
-        unknown = sorted(set(data) - {"schema_version", "name", "model", "settings"})
+        unknown = sorted(set(data) - {"schema_version", "name", "model", "models", "settings"})
         if unknown:
             raise ProjectError(f"{file}: unknown key '{unknown[0]}'. Remove it, or check its spelling.")
         try:
@@ -76,7 +78,15 @@ class Project:
             if ".." in model.parts:
                 raise ProjectError(f"{file}: model '{model}' leaves the home's models/ folder; give an absolute path.")
             model = _models_dir_of(folder) / model
-        return cls(folder=folder, name=data["name"], model=str(model), settings=settings)
+        extra = data.get("models", [])
+        if not isinstance(extra, list) or not all(isinstance(m, str) and m for m in extra):
+            raise ProjectError(f"{file}: 'models' must be a list of model folders; fix or remove it.")
+        others = []
+        for entry in extra:
+            if not Path(entry).is_absolute() and ".." in Path(entry).parts:
+                raise ProjectError(f"{file}: model '{entry}' leaves the home's models/ folder; give an absolute path.")
+            others.append(str(Path(entry) if Path(entry).is_absolute() else _models_dir_of(folder) / entry))
+        return cls(folder=folder, name=data["name"], model=str(model), settings=settings, models=others)
 
     @classmethod
     def create(
@@ -102,6 +112,8 @@ class Project:
     def save(self) -> None:
         data = {"schema_version": PROJECT_SCHEMA_VERSION, "name": self.name,
                 "model": _stored_model_path(self.folder, self.model), "settings": self.settings.to_dict()}
+        if self.models:  # written only when there are some, so single-model files stay as they were
+            data["models"] = [_stored_model_path(self.folder, m) for m in self.models]
         write_text_atomic(self.folder / PROJECT_FILE, json.dumps(data, indent=1))
 
     def update_settings(self, **changes) -> None:
@@ -129,6 +141,48 @@ class Project:
                 f"{self.table.num_classes}: {self.table.class_names}."
             )
         return model, card
+
+    # ---- several models of the same classes -------------------------------------------------------
+    def model_folders(self) -> list[Path]:
+        """The project's own model first, then the further models added to it."""
+        return [self.model_folder] + [Path(m) for m in self.models]
+
+    def add_model(self, folder: str | Path) -> Path:
+        """Add another model of the same classes (same names, same order); saved at once.
+
+        Raises ProjectError naming both class lists when they differ, or when the folder holds no model.
+        Adding a model that is already there changes nothing.
+        """
+        from .modelio.card import CARD_FILE
+
+        folder = Path(folder).resolve()
+        card_file = folder / CARD_FILE
+        if not card_file.is_file():
+            raise ProjectError(f"{folder}: no {CARD_FILE}; not a spuraudit model folder (import the checkpoint first).")
+        card = ModelCard.from_yaml(card_file.read_text(), str(card_file))
+        if list(card.class_names) != list(self.table.class_names):
+            ours, theirs = list(self.table.class_names), list(card.class_names)
+            first = next((i for i, (a, b) in enumerate(zip(ours, theirs)) if a != b), min(len(ours), len(theirs)))
+            raise ProjectError(
+                f"model {card.name} has {len(theirs)} classes and the project '{self.name}' has {len(ours)}; they "
+                f"differ first at position {first} (model: {theirs[first] if first < len(theirs) else '-'}, "
+                f"project: {ours[first] if first < len(ours) else '-'}). Every model of a project must have the "
+                f"dataset's classes in the same order.")
+        if folder in {p.resolve() for p in self.model_folders()}:
+            return folder
+        self.models = [*self.models, str(folder)]
+        self.save()
+        return folder
+
+    def remove_model(self, folder: str | Path) -> bool:
+        """Take a further model out of the project (its folder and feature store stay on disk)."""
+        target = Path(folder).resolve()
+        kept = [m for m in self.models if Path(m).resolve() != target]
+        if len(kept) == len(self.models):
+            return False
+        self.models = kept
+        self.save()
+        return True
 
     @property
     def labels_path(self) -> Path:

@@ -24,6 +24,8 @@ AUTOLABEL_RUN = "autolabel.run"
 AUTOLABEL_CONCEPTS = "autolabel.concepts"
 PROJECT_CREATE = "project.create"
 COLLISIONS_CROP = "collisions.crop"
+SENSITIVITY_RUN = "sensitivity.run"
+MODELS_EXTRACT = "models.extract"
 
 KINDS: dict[str, str] = {
     DEMO_BUILD: "spuraudit.tasks:build_demo_job",
@@ -33,6 +35,8 @@ KINDS: dict[str, str] = {
     AUTOLABEL_CONCEPTS: "spuraudit.autolabel.clip:concept_scores_job",
     PROJECT_CREATE: "spuraudit.create:create_project_job",
     COLLISIONS_CROP: "spuraudit.collisions:core_cropping_job",
+    SENSITIVITY_RUN: "spuraudit.sensitivity:sensitivity_job",
+    MODELS_EXTRACT: "spuraudit.multimodel:extract_models_job",
 }
 
 

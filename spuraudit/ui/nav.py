@@ -15,6 +15,8 @@ PAGES = [
     ("Audit", "pages/features.py", "Features", ":material/manage_search:"),
     ("Audit", "pages/rankings.py", "Rankings & gaps", ":material/leaderboard:"),
     ("Audit", "pages/collisions.py", "Collisions", ":material/call_split:"),
+    ("Audit", "pages/sensitivity.py", "Feature sensitivity", ":material/blur_on:"),
+    ("Audit", "pages/models.py", "Many models", ":material/stacked_line_chart:"),
     ("Label", "pages/review.py", "Review features", ":material/label:"),
     ("Fix", "pages/mitigate.py", "Mitigate", ":material/build:"),
     ("Fix", "pages/compare.py", "Compare models", ":material/compare:"),
