@@ -58,10 +58,7 @@ class _Bar:
 def _project(args):
     from .project import Project
 
-    folder = Path(args.project)
-    if not (folder / "project.json").is_file():
-        folder = paths.projects_dir() / args.project
-    return Project.open(folder)
+    return Project.find(args.project)
 
 
 def _audit(args):

@@ -7,6 +7,7 @@ feature store, one class at a time, and runs the model only on the images being 
 from __future__ import annotations
 
 from dataclasses import dataclass
+from pathlib import Path
 
 import numpy as np
 import pandas as pd
@@ -182,14 +183,12 @@ CROP_RESULT = "core_cropping.csv"
 INLINE_CROP_LIMIT = 256  # more images than this to crop: the page runs it as a job
 
 
-def crop_result_path(project, split: str | None) -> "Path":
+def crop_result_path(project, split: str | None) -> Path:
     return project.cache_dir / f"{split or 'all'}-{CROP_RESULT}"
 
 
 def core_cropping_job(ctx, project: str, split: str | None = None, top_k: int = 5, model: str | None = None) -> dict:
     """Core cropping over every negative-gap class; the table is kept in the project's cache as CSV."""
-    from pathlib import Path
-
     from .atomic import write_text_atomic
     from .project import Project
 

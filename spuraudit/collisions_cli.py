@@ -25,9 +25,9 @@ def _emit(args, data, text: str) -> None:
 
 def _audit(args):
     from .audit import Audit
-    from .cli import _project
+    from .project import Project
 
-    return Audit.open(_project(args), args.model)
+    return Audit.open(Project.find(args.project), args.model)
 
 
 def _split(args, audit):
@@ -74,10 +74,10 @@ def cmd_crop(args):
 
 
 def cmd_marks(args):
-    from .cli import _project
+    from .project import Project
     from .labels.marks import MarkStore, marks_path
 
-    project = _project(args)
+    project = Project.find(args.project)
     store = MarkStore(marks_path(project.folder))
     if args.action == "export":
         if not args.file:

@@ -30,7 +30,6 @@ from .common import Progress
 from .data.images import EncodedImageDataset, ImageTensorDataset, collate_encoded, decode_batch
 from .data.table import ImageTable
 from .modelio import AuditModel, weights_hash
-from .training import pick_device
 
 
 FEATURE_DTYPE = np.float16

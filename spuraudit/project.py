@@ -49,6 +49,16 @@ class Project:
 
     # ---- files -------------------------------------------------------------------------
     @classmethod
+    def find(cls, name_or_folder: str | Path) -> "Project":
+        """Open a project given its folder, or its name under the home's projects folder."""
+        folder = Path(name_or_folder)
+        if not (folder / "project.json").is_file():
+            candidate = paths.projects_dir() / str(name_or_folder)
+            if (candidate / "project.json").is_file():
+                folder = candidate
+        return cls.open(folder)
+
+    @classmethod
     def open(cls, folder: str | Path) -> "Project":
         folder = Path(folder)
         file = folder / PROJECT_FILE

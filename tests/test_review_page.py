@@ -41,6 +41,11 @@ def _pair(at: AppTest) -> tuple[int, int]:
     return int(head.split(":")[0].split()[1]), int(head.split("feature")[1].split()[0])
 
 
+def _pairs(project) -> int:
+    """How many (class, feature) pairs the queue holds: top_k features for every class."""
+    return project.table.num_classes * project.settings.top_k
+
+
 def _metrics(at: AppTest) -> dict[str, str]:
     return {m.label: m.value for m in at.metric}
 
@@ -61,7 +66,7 @@ def test_vote_with_the_buttons_then_undo(review_project):
     assert len(images[3].value) == 6
     assert len(images[0].captions) == 8 and images[0].captions[0].startswith("r=")
     first = _pair(at)
-    assert _metrics(at)["Reviewed by you"] == "0 of 10"
+    assert _metrics(at)["Reviewed by you"] == f"0 of {_pairs(review_project)}"
 
     at.segmented_control(key="review_confidence").set_value(4)
     at.text_input(key="review_reason").input("fires on the red corner")
@@ -72,7 +77,7 @@ def test_vote_with_the_buttons_then_undo(review_project):
     assert (vote.pair, vote.answer, vote.confidence, vote.reason) == (first, "background", 4, "fires on the red corner")
     assert vote.created and not vote.is_machine
     assert _pair(at) != first  # moved on to the next pair
-    assert _metrics(at)["Reviewed by you"] == "1 of 10"
+    assert _metrics(at)["Reviewed by you"] == f"1 of {_pairs(review_project)}"
     assert at.text_input(key="review_reason").value == ""  # the form is fresh for the next pair
 
     at.button(key="review_undo").click().run()
@@ -81,7 +86,7 @@ def test_vote_with_the_buttons_then_undo(review_project):
     [retracted] = store.history(*first)
     assert retracted.retracted and retracted.answer == "background"
     assert _pair(at) == first  # back where the retracted vote was
-    assert _metrics(at)["Reviewed by you"] == "0 of 10"
+    assert _metrics(at)["Reviewed by you"] == f"0 of {_pairs(review_project)}"
 
 
 def test_the_name_is_asked_once_and_kept(review_project):
@@ -114,7 +119,7 @@ def test_navigation_filters_and_classes(review_project):
     at.button(key="vote-main_object").click().run()
     at.sidebar.radio(key="review_filter").set_value("not mine").run()
     _ok(at)
-    assert _metrics(at)["Showing"] == "9 pairs" and _pair(at) != first
+    assert _metrics(at)["Showing"] == f"{_pairs(review_project) - 1} pairs" and _pair(at) != first
     at.sidebar.multiselect(key="review_classes").set_value([1]).run()
     _ok(at)
     assert _pair(at)[0] == 1 and _metrics(at)["Showing"] == "5 pairs"
@@ -221,7 +226,7 @@ def test_auto_labelers_run_as_background_jobs(review_project, monkeypatch):
     assert worker.returncode == 0, worker.stdout + worker.stderr
     job = ui_jobs.queue().list(kind="autolabel.run")[0]
     assert job.status == "done", (job.status, job.error)
-    assert len(review_project.labels().votes(annotator="auto:segmentation", machine=True)) == 10
+    assert len(review_project.labels().votes(annotator="auto:segmentation", machine=True)) == _pairs(review_project)
     at.run()
     _ok(at)
     assert _metrics(at)["Machine proposals to confirm"] == "10"

@@ -371,15 +371,9 @@ def run_autolabel(project, labeler: AutoLabeler, pairs: Iterable[Pair] | None = 
 
 
 def _open_project(project: str | Path):
-    from .. import paths
     from ..project import Project
 
-    folder = Path(project)
-    if not (folder / "project.json").is_file():
-        candidate = paths.projects_dir() / str(project)
-        if (candidate / "project.json").is_file():
-            folder = candidate
-    return Project.open(folder)
+    return Project.find(project)
 
 
 def run_autolabel_job(ctx, project: str, labeler: str, options: Mapping[str, Any] | None = None,

@@ -259,8 +259,9 @@ def run_claimed(queue, job: Job, worker_pid: int, stop, stop_reason, say, cancel
     channel = _channel_class().remote()
     # max_calls=1: a fresh process per job, as with local jobs (memory and GPU memory are returned when it
     # ends, and a job that stopped is really gone); max_retries=0: a failed job is reported, not rerun.
-    task = ray.remote(_run_in_cluster).options(num_cpus=_number(CPUS_ENV, 1), num_gpus=_number(GPUS_ENV, 0),
-                                               max_retries=0, max_calls=1)
+    # (max_calls is a property of the remote function, not an option of one call.)
+    task = ray.remote(max_calls=1, max_retries=0)(_run_in_cluster).options(
+        num_cpus=_number(CPUS_ENV, 1), num_gpus=_number(GPUS_ENV, 0))
     ref = task.remote(job.target or target_for(job.kind), job.params, job.id, str(work_dir), channel)
     _say(f"job {job.id} ({job.kind}) sent to Ray")
     write_placement(work_dir, {"backend": "ray", "device": "waiting for a node"})
