@@ -105,8 +105,7 @@ else:
         key = str(stored.iloc[row.row])
         with columns[n % 6]:
             st.image(thumb, width=96)
-            st.caption(f"{plain(names[row.class_index])} → predicted {plain(row.predicted)}; strength {row.strength:.2f}"
-                       + (f" · marked {MARK_TEXT[given[key]]}" if key in given else ""))
+            caption = st.empty()  # written after the radio, so a mark stored on this run shows at once
             choice = st.radio("Mark", MARKS, format_func=MARK_TEXT.get, key=f"mark-{row.row}", index=None,
                               label_visibility="collapsed")
             if choice and given.get(key) != choice:
@@ -115,6 +114,9 @@ else:
                 else:
                     store.add(key, int(row.class_index), choice, reviewer)
                     given[key] = choice
+            marked = f" · marked {MARK_TEXT[given[key]]}" if key in given else ""
+            caption.caption(f"{plain(names[row.class_index])} → predicted {plain(row.predicted)}; "
+                            f"strength {row.strength:.2f}{marked}")
     st.download_button("Download the marks (CSV)", store.to_csv(), file_name=f"{project.folder.name}-marks.csv",
                        mime="text/csv")
 

@@ -27,6 +27,8 @@ from .modelio import ModelCard
 from .modelio.card import CARD_FILE
 from .project import Project, ProjectError
 
+PER_CLASS_COLUMNS = ["model", "class_index", "class", "k", "acc_low", "acc_high", "gap"]
+
 
 @dataclass
 class ModelsReport:
@@ -96,13 +98,20 @@ def models_report(project: Project, split: str | None = None, k: int | None = No
     """Effective robustness and gap correlations of the project's models (or `folders`, same classes).
 
     split: default test when present; k: images per end of each ranking (default the project's gap_k),
-    clamped to ⌊n_c / 2⌋. Models without extracted features are listed in `missing` and left out; never
-    computes features (extract them first: `Project.extract(folder)` or the extraction job).
+    clamped to ⌊n_c / 2⌋. Models without extracted features are listed in `missing` and left out (all of
+    them while the reference's are missing: a report without numbers); never computes features (extract
+    them first: `Project.extract(folder)` or the extraction job).
     """
     say = progress or (lambda f, m: None)
+    k = int(k or project.settings.get("gap_k", 100))
+    folders = [Path(f) for f in (folders if folders is not None else project.model_folders())]
+    if project.feature_store() is None:  # the reference's features rank the images: nothing to score yet
+        missing = [model_name(f) for f in [project.model_folder, *folders] if project.feature_store(f) is None]
+        empty = pd.DataFrame(columns=PER_CLASS_COLUMNS)
+        return ModelsReport(per_class=empty, pearson=pd.DataFrame(), spearman=pd.DataFrame(), models=[], split=split,
+                            k=k, ranked_by=model_name(project.model_folder), missing=list(dict.fromkeys(missing)))
     reference = Audit.open(project)
     split = split or reference.default_split()
-    k = int(k or project.settings.get("gap_k", 100))
     spurious = {c: list(f) for c, f in reference.spurious.items() if f}
     proxy_classes: list[int] = []
     if proxy:
@@ -114,7 +123,6 @@ def models_report(project: Project, split: str | None = None, k: int | None = No
     scores = ranked.spuriosity(split)
     sets = analysis.high_low_indices(scores, ranked.labels, k=k, classes=sorted(spurious))
 
-    folders = [Path(f) for f in (folders if folders is not None else project.model_folders())]
     names, corrects, missing = [], [], []
     for i, folder in enumerate(folders):
         say(i / max(len(folders), 1), f"reading {model_name(folder)}")
@@ -138,7 +146,7 @@ def models_report(project: Project, split: str | None = None, k: int | None = No
     spearman = pd.DataFrame(formulas.pairwise_correlation(gaps, "spearman"), index=names, columns=names)
     say(1.0, "done")
     return ModelsReport(
-        per_class=pd.DataFrame(rows, columns=["model", "class_index", "class", "k", "acc_low", "acc_high", "gap"]),
+        per_class=pd.DataFrame(rows, columns=PER_CLASS_COLUMNS),
         pearson=pearson, spearman=spearman, models=names, split=split, k=k, ranked_by=model_name(project.model_folder),
         ranking_features={c: list(map(int, f)) for c, f in sorted(spurious.items())}, proxy_classes=proxy_classes,
         missing=missing)

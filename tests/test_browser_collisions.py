@@ -17,6 +17,8 @@ LOAD = 120_000
 
 def test_collisions_page_in_chromium(demo_copy):
     require_browser()
+    from playwright.sync_api import expect
+
     audit = Audit(demo_copy, demo_copy.feature_store(), spurious={})
     for c, features in ground_truth_labels(audit).items():
         for d in features:
@@ -31,8 +33,11 @@ def test_collisions_page_in_chromium(demo_copy):
         assert page.get_by_text("predicted digit 1").count() > 0
         page.locator("[data-testid='stImage'] img").first.wait_for(timeout=LOAD)  # the flagged images
         assert page.locator("[data-testid='stImage'] img").count() >= 5
-        page.get_by_text("several objects", exact=True).first.click()
-        page.wait_for_timeout(2000)  # the mark is stored on the rerun the click starts
+        # the first flagged image's own radio (the caption above the gallery names the marks too)
+        first = page.locator("[class*='st-key-mark-']").first
+        first.get_by_text("several objects", exact=True).click()
+        expect(first.get_by_role("radio", name="several objects")).to_be_checked()
+        page.get_by_text("marked several objects").first.wait_for(timeout=LOAD)  # stored on the rerun the click starts
         page.get_by_text("Crop and classify again").click()
         page.get_by_text("Accuracy before and after core cropping").wait_for(timeout=LOAD)
         assert page.locator("[data-testid='stException']").count() == 0
