@@ -1,4 +1,10 @@
-"""MaskTune on the demo: masks from the predicted class, one fine-tuning epoch, and what it buys."""
+"""MaskTune: masks from the predicted class, one fine-tuning epoch, and what it buys.
+
+What it buys is measured on the two-class biased digits (the MaskTune protocol), where the hottest quarter
+of a class-0 image is the square. On the ten-class demo the same quarter is most of a digit for the nine
+classes without a cue, and the masked epoch unlearns them (benchmarks/README.md); the demo serves the
+threshold rules' masks only.
+"""
 
 from __future__ import annotations
 
@@ -12,24 +18,28 @@ from pathlib import Path
 from spuraudit.mitigate import masked_examples, run_mitigation, selective_from_stores
 from spuraudit.mitigate.selective import combined_probabilities, softmax
 from spuraudit.modelio import load_model
-from tests.test_mitigate_fixtures import labelled_demo  # noqa: F401  (fixture)
+from tests.test_mitigate_fixtures import biased_digits, labelled_demo  # noqa: F401  (fixtures)
 
 REPO = Path(__file__).resolve().parents[1]
 
 
 @pytest.fixture(scope="module")
-def masktuned(labelled_demo):
-    project, _ = labelled_demo
+def masktuned(biased_digits):
+    project, _ = biased_digits
     return run_mitigation(project, "masktune", {"seed": 0})
 
 
-def test_masktune_lifts_the_worst_group(labelled_demo, masktuned):
-    project, _ = labelled_demo
+def test_masktune_lifts_the_worst_group(biased_digits, masktuned):
+    project, _ = biased_digits
     model, card = load_model(masktuned)
     parent, parent_card = load_model(project.model_folder)
     before, after = parent_card.metrics["test_worst_group_accuracy"], card.metrics["test_worst_group_accuracy"]
-    print(f"worst group {before} -> {after}; accuracy {parent_card.metrics['test_accuracy']} -> "
+    print(f"worst group {before} ({parent_card.metrics['test_worst_group']}) -> {after} "
+          f"({card.metrics['test_worst_group']}); accuracy {parent_card.metrics['test_accuracy']} -> "
           f"{card.metrics['test_accuracy']}")
+    print(parent_card.metrics["test_group_accuracy"], card.metrics["test_group_accuracy"])
+    # The ERM model follows the square: its worst group is one where the square disagrees with the class.
+    assert parent_card.metrics["test_worst_group"] in ("digit 0-4 | square=0", "digit 5-9 | square=1")
     assert after >= before + 15
     # The whole model was tuned, backbone included.
     assert any(not torch.equal(a, b) for a, b in zip(model.trunk.state_dict().values(),
@@ -64,8 +74,8 @@ def test_official_rule_masks_little_and_says_so(labelled_demo):
     assert np.array_equal(default["preds"], np.asarray(project.feature_store().preds)[train])  # predicted class
 
 
-def test_selective_classification_on_the_demo(labelled_demo, masktuned):
-    project, _ = labelled_demo
+def test_selective_classification(biased_digits, masktuned):
+    project, _ = biased_digits
     erm, mt = project.feature_store(), project.feature_store(masktuned)
     table = selective_from_stores(project, erm, mt)
     assert list(table["coverage_target"]) == [80.0, 85.0, 90.0, 95.0, 100.0]
@@ -77,11 +87,11 @@ def test_selective_classification_on_the_demo(labelled_demo, masktuned):
     assert np.all(np.abs(table["val_coverage"] - table["coverage_target"]) <= 2)
 
 
-def test_compare_page_shows_the_accuracy_coverage_curve(labelled_demo, masktuned, monkeypatch):
-    project, _ = labelled_demo
+def test_compare_page_shows_the_accuracy_coverage_curve(biased_digits, masktuned, monkeypatch):
+    project, _ = biased_digits
     monkeypatch.setenv("SPURAUDIT_HOME", str(project.folder.parent.parent))
     at = AppTest.from_file(str(REPO / "pages" / "compare.py"), default_timeout=120)
-    at.query_params["project"] = "demo"
+    at.query_params["project"] = project.name
     at.run()
     assert not at.exception, [e.value for e in at.exception]
     assert any("Selective classification" in s.value for s in at.subheader)
