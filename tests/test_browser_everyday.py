@@ -158,7 +158,7 @@ def test_gallery_inspector_filters_export_and_link(demo_copy, tmp_path):
         expect(fresh.get_by_text(re.compile(rf"^{n_correct:,} of {len(other_rows):,} images pass the filters"))
                ).to_be_visible(timeout=SLOW)
         expect(fresh.locator(".st-key-gallery_page input")).to_have_value(str(target), timeout=SLOW)
-        expect(fresh.get_by_role("combobox", name="Class")).to_have_value(f"{other}: {audit.class_names[other]}")
+        expect(fresh.get_by_role("combobox", name="Class", exact=True)).to_have_value(f"{other}: {audit.class_names[other]}")
         _no_exception(fresh)
         screenshot(fresh, "gallery-from-link")
 
