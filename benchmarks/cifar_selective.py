@@ -44,24 +44,26 @@ def write_manifest(home: Path, limit: int | None) -> Path:
 
 
 def curves(project, erm_store, masktune_store):
-    """ERM alone and ERM × MaskTune, both through the one selective-classification formula.
+    """ERM alone, MaskTune alone and ERM × MaskTune, all through the one selective-classification formula.
 
-    ERM alone is the product with a uniform second model: the renormalised product is then ERM's own
-    distribution, so its confidence is ERM's max softmax."""
+    A model alone is its product with a uniform second model: the renormalised product is then the model's
+    own distribution, so its confidence is its max softmax."""
     import numpy as np
 
+    from spuraudit.mitigate import selective_from_stores
     from spuraudit.mitigate.selective import selective_classification, softmax
 
     table = project.table
     v, t = table.split_mask("val"), table.split_mask("test")
-    erm, mt = softmax(np.asarray(erm_store.logits)), softmax(np.asarray(masktune_store.logits))
-    uniform = np.full_like(erm, 1.0 / erm.shape[1])
-    alone = selective_classification(erm[v], uniform[v], table.labels[v], erm[t], uniform[t], table.labels[t],
-                                     COVERAGES)
-    both = selective_classification(erm[v], mt[v], table.labels[v], erm[t], mt[t], table.labels[t], COVERAGES)
-    masktune_alone = selective_classification(mt[v], uniform[v], table.labels[v], mt[t], uniform[t],
-                                              table.labels[t], COVERAGES)
-    return alone, masktune_alone, both
+
+    def alone(store):
+        probs = softmax(np.asarray(store.logits))
+        uniform = np.full_like(probs, 1.0 / probs.shape[1])
+        return selective_classification(probs[v], uniform[v], table.labels[v], probs[t], uniform[t],
+                                        table.labels[t], COVERAGES)
+
+    both = selective_from_stores(project, erm_store, masktune_store, coverages=COVERAGES)
+    return alone(erm_store), alone(masktune_store), both
 
 
 def figure(rows: list[dict], out: Path) -> str:
