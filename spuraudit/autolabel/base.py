@@ -24,7 +24,6 @@ import math
 import time
 from dataclasses import dataclass, field
 from datetime import datetime, timezone
-from pathlib import Path
 from typing import TYPE_CHECKING, Any, Callable, ClassVar, Iterable, Mapping, Sequence
 
 import numpy as np
@@ -370,12 +369,6 @@ def run_autolabel(project, labeler: AutoLabeler, pairs: Iterable[Pair] | None = 
     return report
 
 
-def _open_project(project: str | Path):
-    from ..project import Project
-
-    return Project.find(project)
-
-
 def run_autolabel_job(ctx, project: str, labeler: str, options: Mapping[str, Any] | None = None,
                       pairs: Sequence[Sequence[int]] | None = None) -> dict[str, Any]:
     """Job entry point (kind "autolabel.run"): run one auto-labeler over a project in the background.
@@ -390,9 +383,10 @@ def run_autolabel_job(ctx, project: str, labeler: str, options: Mapping[str, Any
     Returns:
         `RunReport.as_dict()`: counts, every proposal's answer and reason, skipped pairs.
     """
+    from ..project import Project
     from . import make_labeler
 
-    proj = _open_project(project)
+    proj = Project.find(project)
     instance = make_labeler(labeler, **dict(options or {}))
     log = getattr(ctx, "log", None)
     if log:

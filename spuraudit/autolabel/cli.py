@@ -60,9 +60,9 @@ def _default(cls, name: str) -> Any:
 def cmd_autolabel(args: argparse.Namespace) -> int:
     """Run the labeler in this process, store its proposals and print them (or JSON with --json)."""
     from . import make_labeler, run_autolabel
-    from .base import _open_project
+    from ..project import Project
 
-    project = _open_project(args.project)
+    project = Project.find(args.project)
     labeler = make_labeler(args.labeler, **autolabel_options(args))
     quiet = getattr(args, "json", False)
 

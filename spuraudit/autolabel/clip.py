@@ -585,9 +585,9 @@ def concept_scores_job(ctx, project: str, options: Mapping[str, Any] | None = No
 
     options: concepts (required), model_name, pretrained, device, template, split, batch_size.
     """
-    from .base import _open_project
+    from ..project import Project
 
-    proj = _open_project(project)
+    proj = Project.find(project)
     opts = dict(options or {})
     allowed = {"concepts", "model_name", "pretrained", "device", "template", "split", "batch_size"}
     unknown = set(opts) - allowed
