@@ -63,10 +63,15 @@ def train_classifier(
     device: str | None = None,
     optimizer: torch.optim.Optimizer | None = None,
     progress: Callable[[float, str], None] | None = None,
+    finish_batchnorm: bool = False,
 ) -> list[float]:
     """Train `model` (images in [0, 1] -> logits) with cross-entropy; returns the mean loss per epoch.
 
     images: float [N, 3, H, W] held in memory (the demo and the tests are small).
+    finish_batchnorm: re-estimate the batch-norm statistics on the training images at the end. A short run
+    at a constant rate ends with running statistics that lag behind the last weights (each step moves the
+    weights, the running mean keeps 90 % of its past); a model trained to the end of a decaying schedule
+    does not have that lag, and this gives a short run the same finish.
     """
     dev = pick_device(device)
     model.to(dev).train()
@@ -91,6 +96,8 @@ def train_classifier(
                 done = (epoch * steps_per_epoch + step + 1) / (epochs * steps_per_epoch)
                 progress(done, f"epoch {epoch + 1}/{epochs}, loss {loss.item():.3f}")
         history.append(total / n)
+    if finish_batchnorm:
+        recalibrate_batchnorm(model, (images[i:i + 256] for i in range(0, n, 256)), dev)
     model.eval()
     return history
 
@@ -102,3 +109,34 @@ def predict(model: nn.Module, images: torch.Tensor, batch_size: int = 256, devic
     model.to(dev).eval()
     preds = [model(images[i : i + batch_size].to(dev)).argmax(1).cpu() for i in range(0, len(images), batch_size)]
     return torch.cat(preds).numpy() if preds else np.empty(0, dtype=np.int64)
+
+
+def recalibrate_batchnorm(model: nn.Module, batches, device: torch.device | None = None) -> int:
+    """Re-estimate every batch-norm layer's running mean and variance from `batches` (images [B, 3, H, W] in
+    [0, 1]), weights untouched; returns the number of images seen (0 when the model has no batch norm).
+
+    The statistics become the plain average over all the images (momentum None), not a running blend with the
+    old ones. Used after training on images unlike the test images (MaskTune's masked epoch): the weights keep
+    what that epoch taught, the normalisation goes back to whole images like the ones the model will see.
+    """
+    layers = [m for m in model.modules() if isinstance(m, nn.modules.batchnorm._BatchNorm)]
+    if not layers:
+        return 0
+    dev = device or next(model.parameters()).device
+    momenta = [m.momentum for m in layers]
+    was_training = model.training
+    for m in layers:
+        m.reset_running_stats()
+        m.momentum = None
+    model.train()
+    seen = 0
+    try:
+        with torch.no_grad():
+            for x in batches:
+                model(x.to(dev, non_blocking=True))
+                seen += len(x)
+    finally:
+        for m, momentum in zip(layers, momenta):
+            m.momentum = momentum
+        model.train(was_training)
+    return seen

@@ -237,3 +237,40 @@ def test_combined_probabilities():
     np.testing.assert_allclose(c[1], [0.5, 0.5])  # certain disagreement: no evidence either way
     s = combined_probabilities(a, b, "softmax")
     assert np.all(s.max(1) <= 1 / (1 + np.exp(-1)) + 1e-9)  # softmax of values in [0, 1] stays below 0.73
+
+
+def test_batchnorm_recalibration_gives_the_statistics_of_the_images():
+    """After re-estimation each batch-norm layer holds its input's mean and (unbiased) variance over all the
+    images, whatever the training left there; weights and momentum are untouched."""
+    from spuraudit.training import recalibrate_batchnorm, train_classifier
+
+    torch.manual_seed(0)
+    card = ModelCard(name="m", architecture="spuraudit:digitnet", class_names=["a", "b"], input_size=[28, 28],
+                     mean=[0.5] * 3, std=[0.5] * 3, source="test")
+    model = build_audit_model(card)
+    gen = torch.Generator().manual_seed(0)
+    images = torch.rand(300, 3, 28, 28, generator=gen)
+    labels = (images[:, 0, :14].mean((1, 2)) > images[:, 0, 14:].mean((1, 2))).long()
+    train_classifier(model, images, labels, epochs=1, seed=0)
+    layers = [m for m in model.modules() if isinstance(m, nn.BatchNorm2d)]
+    first, last = layers[0], layers[-1]
+    inputs = {}
+    hooks = [m.register_forward_hook(lambda mod, args, out, key=key: inputs.setdefault(key, []).append(args[0]))
+             for key, m in (("first", first), ("last", last))]
+    weights = {k: v.clone() for k, v in model.state_dict().items() if "running" not in k and "num_batches" not in k}
+    stale = last.running_mean.clone()
+    seen = recalibrate_batchnorm(model, (images[i:i + 60] for i in range(0, 300, 60)))  # equal batches
+    for h in hooks:
+        h.remove()
+    assert seen == 300
+    for key, layer in (("first", first), ("last", last)):
+        x = torch.cat(inputs[key])  # the layer's input over the 300 images, [300, C, h, w]
+        per_channel = x.transpose(0, 1).flatten(1)
+        torch.testing.assert_close(layer.running_mean, per_channel.mean(1), rtol=1e-4, atol=1e-5)
+        # momentum None averages the batches' unbiased variances.
+        expected_var = torch.stack([b.transpose(0, 1).flatten(1).var(1) for b in inputs[key]]).mean(0)
+        torch.testing.assert_close(layer.running_var, expected_var, rtol=1e-4, atol=1e-5)
+        assert layer.momentum == 0.1
+    assert not torch.allclose(stale, last.running_mean)  # the stored statistics did move
+    assert all(torch.equal(v, model.state_dict()[k]) for k, v in weights.items())
+    assert not model.training

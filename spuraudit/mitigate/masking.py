@@ -35,6 +35,7 @@ from pytorch_grad_cam import XGradCAM
 from ..modelio import AuditModel
 
 RULES = ("official", "all_pixels", "top_fraction")
+DEFAULT_RULE = "top_fraction"
 DEFAULT_FRACTION = 0.25
 
 

@@ -112,12 +112,13 @@ CUE_COLUMN = "planted_cue"
 
 def write_cue_project(home, images: np.ndarray, labels: np.ndarray, split: np.ndarray, cue: np.ndarray,
                       class_names: list[str], seed: int = 0, epochs: int = 3, name: str = "cue",
-                      pixels: np.ndarray | None = None):
+                      pixels: np.ndarray | None = None, finish_batchnorm: bool = False):
     """PNG files, a table with the cue as group column, an ERM DigitNet trained on the training split,
     a project and its feature store. Returns the project.
 
     images uint8 [N, 28, 28, 3] (the cue already drawn); labels int [N]; split str [N]; cue bool [N];
-    pixels: bool [N, 28, 28] the cue's pixels, written as a `cue_mask_path` PNG column when given."""
+    pixels: bool [N, 28, 28] the cue's pixels, written as a `cue_mask_path` PNG column when given.
+    finish_batchnorm: re-estimate the ERM model's batch-norm statistics after training (`train_classifier`)."""
     from pathlib import Path
 
     import pandas as pd
@@ -150,7 +151,8 @@ def write_cue_project(home, images: np.ndarray, labels: np.ndarray, split: np.nd
     model = build_audit_model(card)
     train = split == "train"
     x = torch.from_numpy(images[train]).permute(0, 3, 1, 2).float().div(255.0)
-    train_classifier(model, x, torch.as_tensor(labels[train]), epochs=epochs, seed=seed)
+    train_classifier(model, x, torch.as_tensor(labels[train]), epochs=epochs, seed=seed,
+                     finish_batchnorm=finish_batchnorm)
     model_folder = save_model(model, card, home / "models" / "erm")
     project = Project.create(name, table, model_folder, base=home)
     project.extract(num_workers=0)
