@@ -71,6 +71,7 @@ METHODS = [  # (key, method, options)
     ("DFR", "dfr", {}),
 ]
 EXTRA_MASKTUNE = [
+    ("MaskTune, every image masked (the paper)", "masktune", {"masked_share": 1.0}),
     ("MaskTune official rule", "masktune", {"rule": "official"}),
     ("MaskTune all-pixels rule", "masktune", {"rule": "all_pixels"}),
     ("MaskTune 2 rounds", "masktune", {"rounds": 2}),

@@ -274,3 +274,36 @@ def test_batchnorm_recalibration_gives_the_statistics_of_the_images():
     assert not torch.allclose(stale, last.running_mean)  # the stored statistics did move
     assert all(torch.equal(v, model.state_dict()[k]) for k, v in weights.items())
     assert not model.training
+
+
+@pytest.mark.parametrize("share", [1.0, 0.5, 0.0])
+def test_the_tuning_epoch_shows_the_chosen_share_of_images_masked(tmp_path, share):
+    """Every image is fully masked here, so an image the epoch shows masked arrives as zeros: counting them
+    counts the draw. The same options and seed draw the same images."""
+    from spuraudit.mitigate.masking import PackedMasks
+    from spuraudit.mitigate.masktune import MaskTune
+    from tests.ddp_tune_script import N, SIZE, tiny_images, tiny_model
+
+    paths = tiny_images(tmp_path / "images")
+    options = {"optimizer": "adam", "lr": 1e-3, "momentum": 0.9, "weight_decay": 0.0, "batch_size": 8,
+               "masked_share": share}
+
+    def blank_per_epoch():
+        model = tiny_model()
+        seen = []
+        model.register_forward_hook(lambda mod, args, out: seen.append(args[0].flatten(1).abs().sum(1) == 0))
+        with PackedMasks(N, SIZE) as masks:
+            masks.add(np.arange(N), torch.ones(N, *SIZE, dtype=torch.bool))
+            MaskTune._tune_epoch(model, paths, SIZE, masks, torch.as_tensor(np.arange(N) % 3), options,
+                                 torch.Generator().manual_seed(0), torch.device("cpu"), lambda f, m: None)
+        return torch.cat(seen)
+
+    blank = blank_per_epoch()
+    assert len(blank) == N
+    if share == 1.0:
+        assert blank.all()
+    elif share == 0.0:
+        assert not blank.any()
+    else:
+        assert 0.25 * N < int(blank.sum()) < 0.75 * N  # about half of the 37, drawn
+        assert torch.equal(blank, blank_per_epoch())  # seeded
