@@ -12,6 +12,7 @@ from __future__ import annotations
 import csv
 import io
 import sqlite3
+import threading
 from contextlib import closing
 from datetime import datetime, timezone
 from pathlib import Path
@@ -44,12 +45,19 @@ class MarkError(ValueError):
 class MarkStore:
     def __init__(self, path: str | Path):
         self.path = Path(path)
+        self._ready = False
+        self._setup = threading.Lock()
 
     def _connect(self) -> sqlite3.Connection:
         self.path.parent.mkdir(parents=True, exist_ok=True)
         con = sqlite3.connect(self.path, timeout=BUSY_TIMEOUT_S, isolation_level=None)
-        con.execute("PRAGMA journal_mode=WAL")
-        con.execute(_SCHEMA)
+        # Switching to WAL takes an exclusive lock that SQLite's busy timeout does not wait for: threads that
+        # open a new file at once got "database is locked". Set the file up once per store (WAL persists in it).
+        with self._setup:
+            if not self._ready:
+                con.execute("PRAGMA journal_mode=WAL")
+                con.execute(_SCHEMA)
+                self._ready = True
         return con
 
     def add(self, image: str, class_index: int, mark: str, annotator: str, note: str = "") -> None:
