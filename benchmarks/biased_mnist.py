@@ -162,7 +162,7 @@ def accuracy(model, x: torch.Tensor, y: np.ndarray) -> float:
 
 
 def run_seed(images, digits, seed: int, methods, log) -> list[dict]:
-    from spuraudit.mitigate import get_method
+    from spuraudit.mitigate import MitigationError, get_method
 
     splits = make_splits(images, digits, seed)
     tests = test_sets(splits)
@@ -179,10 +179,15 @@ def run_seed(images, digits, seed: int, methods, log) -> list[dict]:
         for name, options, label in methods:
             method = get_method(name)
             t = time.perf_counter()
-            result = method.run(project, project.model_folder, method.resolve_options({**options, "seed": seed}),
-                                lambda f, m: None)
+            try:
+                result = method.run(project, project.model_folder,
+                                    method.resolve_options({**options, "seed": seed}), lambda f, m: None)
+            except MitigationError as exc:  # "did not help": the user keeps the ERM model, whose figures count
+                rows.append({**rows[0], "method": label, "refused": 1, "seconds": time.perf_counter() - t})
+                log(f"seed {seed}: {label} refused: {str(exc).split('.')[0]}")
+                continue
             row = {"seed": seed, "method": label, **{k: accuracy(result.model, *v) for k, v in tests.items()},
-                   "seconds": time.perf_counter() - t}
+                   "refused": 0, "seconds": time.perf_counter() - t}
             if name == "masktune":
                 row["masked_pct"] = result.metrics["masked_share"]["mean_masked_pct"]
                 row["nothing_masked_pct"] = result.metrics["masked_share"]["nothing_masked_pct"]
@@ -194,7 +199,9 @@ def run_seed(images, digits, seed: int, methods, log) -> list[dict]:
 def summarise(rows: list[dict]) -> pd.DataFrame:
     frame = pd.DataFrame(rows)
     order = list(dict.fromkeys(frame["method"]))
-    agg = {"original": ["mean", "std"], "biased": ["mean", "std"], "seconds": "mean"}
+    agg = {"original": ["mean", "std"], "biased": ["mean", "std"], "seconds": "mean", "refused": "sum"}
+    frame["refused"] = frame.get("refused", 0)
+    frame["refused"] = frame["refused"].fillna(0)
     for col in ("masked_pct", "nothing_masked_pct"):
         if col in frame:
             agg[col] = "mean"
@@ -205,7 +212,7 @@ def summarise(rows: list[dict]) -> pd.DataFrame:
 
 def markdown(summary: pd.DataFrame, n_seeds: int) -> str:
     lines = ["| method | original test (%) | biased test (%) | masked pixels (%) | images with nothing masked (%) "
-             "| s / seed |", "| --- | --- | --- | --- | --- | --- |"]
+             "| refused (seeds) | s / seed |", "| --- | --- | --- | --- | --- | --- | --- |"]
     for _, r in summary.iterrows():
         def pm(col):
             std = r[f"{col}_std"]
@@ -215,7 +222,7 @@ def markdown(summary: pd.DataFrame, n_seeds: int) -> str:
         nothing = f"{r['nothing_masked_pct']:.1f}" if "nothing_masked_pct" in r and np.isfinite(
             r["nothing_masked_pct"]) else ""
         lines.append(f"| {r['method']} | {pm('original')} | {pm('biased')} | {masked} | {nothing} "
-                     f"| {r['seconds']:.0f} |")
+                     f"| {int(r['refused'])} | {r['seconds']:.0f} |")
     return "\n".join(lines)
 
 

@@ -16,8 +16,9 @@ training images with ≥ 80 % of them masked), from the masks of MaskTune's firs
 A control row runs MaskTune's epoch with one pixel masked per image: the same extra epoch, learning rate and
 batch-norm handling without the masks. What MaskTune gains beyond the control is what its masks bought.
 
-A head method that refuses ("did not help") leaves the user with the ERM model: its cell reports ERM's
-figures and says so (`refused`).
+A method that refuses ("did not help": a head method whose held-out gap could not be closed without a loss,
+MaskTune whose tuned model did worse on val than the ERM model) leaves the user with the ERM model: its cell
+reports ERM's figures and says so (`refused`).
 
     python benchmarks/cue_variants.py                       # the full grid, 3 seeds (hours on a CPU)
     python benchmarks/cue_variants.py --reduced             # 4 cues × 1 strength × 1 seed

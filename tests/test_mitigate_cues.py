@@ -9,7 +9,8 @@ from torch import nn
 
 from spuraudit.mitigate import MitigationError, compare_models, get_method, list_mitigated_models, run_mitigation
 from spuraudit.mitigate.evaluate import split_metrics
-from spuraudit.mitigate.head_training import GapMonitor, fit_head, guard_failure
+from spuraudit.mitigate.guard import guard_failure
+from spuraudit.mitigate.head_training import GapMonitor, fit_head
 from spuraudit.modelio import load_model
 from tests.test_mitigate_cue_fixtures import blue_corner_project  # noqa: F401  (fixture)
 

@@ -55,6 +55,32 @@ def test_masktune_lifts_the_worst_group(biased_digits, masktuned):
     assert share["images"] == n_train and 20 <= share["mean_masked_pct"] <= 26
     assert share["nothing_masked_pct"] == 0
     assert len(diag["rounds"]) == 1
+    # The tuned model was checked on val against the parent before it was written.
+    check = diag["validation_check"]
+    assert check["images"] == int(project.table.split_mask("val").sum())
+    assert check["after"]["worst_group"] > check["before"]["worst_group"]
+    assert check["before"]["accuracy"] == pytest.approx(parent_card.metrics["val_accuracy"], abs=0.01)
+
+
+def test_the_validation_check_refuses_a_model_that_lost_a_class(biased_digits):
+    """A tuned model that now calls every image class 1 is refused, with the reason and both figures."""
+    from spuraudit.mitigate import MitigationError, MitigationResult, get_method
+
+    project, _ = biased_digits
+    method = get_method("masktune")
+    options = method.resolve_options({})
+    model, card = load_model(project.model_folder)
+    # The parent itself passes: nothing fell.
+    same = MitigationResult(model=model, head_only=False, options=options, metrics={}, notes=[])
+    figures = method._check(project, project.model_folder, same, card.input_size, options, lambda f, m: None)
+    assert figures["after"] == figures["before"]
+    with torch.no_grad():
+        model.head.weight.zero_()
+        model.head.bias.copy_(torch.tensor([0.0, 1.0]))
+    collapsed = MitigationResult(model=model, head_only=False, options=options, metrics={}, notes=[])
+    with pytest.raises(MitigationError, match=r"did not help: on the validation split class 'digit 0-4' accuracy "
+                                              r"fell .*No model was written"):
+        method._check(project, project.model_folder, collapsed, card.input_size, options, lambda f, m: None)
 
 
 def test_official_rule_masks_little_and_says_so(labelled_demo):

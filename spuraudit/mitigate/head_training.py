@@ -22,6 +22,7 @@ from torch import nn
 
 from ..analysis.metrics import accuracy, group_accuracies, high_low_gap
 from .base import Progress
+from .guard import guard_failure
 
 GAP_STATISTICS = ("max", "mean")
 
@@ -96,24 +97,11 @@ def _stop_gap(row: dict) -> float:
     return abs(gap) if np.isfinite(gap) else float("inf")
 
 
-def guard_failure(row: dict, start: dict, max_accuracy_drop: float, max_class_drop: float) -> str | None:
-    """Why an epoch's head may not be chosen (None when it may), against the starting head's figures.
-
-    Average accuracy may fall at most `max_accuracy_drop` points, each class's accuracy at most
-    `max_class_drop`, and the worst monitored group may not fall at all: the point of tuning is that
-    group. A head predicting (almost) one class for every image is refused outright."""
-    if row.get("accuracy", 0.0) < start.get("accuracy", 0.0) - max_accuracy_drop:
-        return f"average accuracy fell {start['accuracy'] - row['accuracy']:.1f} points"
-    for c, acc in row.get("class_accuracy", {}).items():
-        before = start.get("class_accuracy", {}).get(c, acc)
-        if acc < before - max_class_drop:
-            return f"class {c} accuracy fell {before - acc:.1f} points"
-    if np.isfinite(start.get("worst_group", np.nan)) and row.get("worst_group", 0.0) < start["worst_group"] - 1e-9:
-        return f"worst group fell {start['worst_group'] - row['worst_group']:.1f} points"
-    classes = len(row.get("class_accuracy", {}))
-    if classes >= 2 and row.get("top_prediction_share", 0.0) >= 99.0 and start.get("top_prediction_share", 0) < 99.0:
-        return "collapsed: one class predicted for every image"
-    return None
+def feature_scaled_lr(features: torch.Tensor) -> float:
+    """1 / mean squared norm of the rows of `features` [N, D]: an SGD rate whose first steps move the logits
+    by a similar amount whatever the backbone's feature scale (about 1e-3 for ImageNet ResNet-50 features)."""
+    mean_sq = float(features.float().pow(2).sum(1).mean()) if len(features) else 0.0
+    return 1.0 / mean_sq if mean_sq > 0 else 1e-3
 
 
 def fit_head(

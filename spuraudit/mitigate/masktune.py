@@ -16,6 +16,7 @@ read back a batch at a time by the fine-tuning loader and deleted at the end.
 
 from __future__ import annotations
 
+import re
 import tempfile
 from pathlib import Path
 
@@ -28,8 +29,9 @@ from ..modelio import ModelCard, load_model
 from ..modelio.card import CARD_FILE
 from ..project import Project
 from ..training import image_loader, loader_workers, pick_device, recalibrate_batchnorm
-from .base import SEED_OPTION, Mitigation, MitigationResult, Option, Progress, seed_everything, stage
-from .data import load_images, require_split
+from .base import SEED_OPTION, Mitigation, MitigationError, MitigationResult, Option, Progress, seed_everything, stage
+from .data import load_images, parent_store, require_split
+from .guard import guard_failure, held_out_figures
 from .masking import DEFAULT_FRACTION, DEFAULT_RULE, RULES, HeatmapMaker, PackedMasks, apply_masks, mask_batch, share_summary
 
 HISTOGRAM_BINS = 20
@@ -120,6 +122,14 @@ class MaskTune(Mitigation):
                "(1, the paper) a class whose evidence is the object itself sees only erased objects, and the "
                "epoch learns 'erased' as that class (on the cue benchmark all-masked did worse than an unmasked "
                "epoch; half did better than both: benchmarks/README.md).", minimum=0.0, maximum=1.0),
+        Option("check", True,
+               "Check the tuned model on the validation split before writing it, against the original model: it is "
+               "refused (no model written, the reason shown) when the worst group fell (real groups when the dataset "
+               "has group columns), a class lost more than 'max_class_drop' points, average accuracy more than "
+               "'max_accuracy_drop', or one class is predicted everywhere. A cue no pixel mask removes (a background "
+               "tint on the cue benchmark) made the masked epoch worse than the original model."),
+        Option("max_accuracy_drop", 5.0, "Validation accuracy the tuned model may lose ('check').", minimum=0.0),
+        Option("max_class_drop", 10.0, "Validation accuracy any one class may lose ('check').", minimum=0.0),
         Option("rounds", 1, "Mask-and-tune rounds: 1 is MaskTune; each further round re-masks the masked images "
                             "with the tuned model (masks accumulate) and tunes one more epoch.", minimum=1, maximum=3),
         SEED_OPTION,
@@ -139,9 +149,49 @@ class MaskTune(Mitigation):
         cue_paths = frame[CUE_MASK_COLUMN].to_numpy()[train_idx].tolist() if CUE_MASK_COLUMN in frame else None
         n = len(paths)
         project.cache_dir.mkdir(parents=True, exist_ok=True)
+        check = options.get("check", True) and "val" in project.table.splits
+        tuning = stage(progress, 0.0, 0.95 if check else 1.0)
         with tempfile.TemporaryDirectory(prefix=".masktune-", dir=project.cache_dir) as scratch, \
                 PackedMasks(n, size, Path(scratch) / "masks.npy") as masks:
-            return self._run(model, paths, labels, size, masks, options, gen, device, progress, cue_paths)
+            result = self._run(model, paths, labels, size, masks, options, gen, device, tuning, cue_paths)
+        if check:
+            result.metrics["validation_check"] = self._check(project, parent_folder, result, size, options,
+                                                             stage(progress, 0.95, 1.0))
+        else:
+            result.notes.append("not checked on a validation split" + ("" if options.get("check", True) else
+                                                                       " ('check' is off)"))
+        return result
+
+    def _check(self, project, parent_folder, result, size, options, report) -> dict:
+        """The tuned model against the parent on val (`guard`); MitigationError when it did not help."""
+        table = project.table
+        val_idx = np.flatnonzero(table.split_mask("val"))
+        report(0.0, f"checking the tuned model on {len(val_idx)} validation images")
+        parent_preds = np.asarray(parent_store(project, parent_folder).preds)[val_idx]
+        paths = table.frame["path"].to_numpy()[val_idx].tolist()
+        preds = np.empty(len(val_idx), dtype=np.int64)
+        model, device = result.model, pick_device()
+        model.to(device).eval()
+        with torch.no_grad():
+            for x, pos in _loader(paths, size, options["mask_batch_size"]):
+                preds[pos] = model(x.to(device)).argmax(1).cpu().numpy()
+        model.cpu()
+        labels = table.labels[val_idx]
+        groups = table.group_ids()[0][val_idx] if table.group_columns else None
+        before, after = held_out_figures(parent_preds, labels, groups), held_out_figures(preds, labels, groups)
+        why = guard_failure(after, before, options["max_accuracy_drop"], options["max_class_drop"])
+        shown = (f"accuracy {before['accuracy']:.1f} -> {after['accuracy']:.1f} %"
+                 + (f", worst group {before['worst_group']:.1f} -> {after['worst_group']:.1f} %"
+                    if np.isfinite(before["worst_group"]) else ""))
+        if why:
+            names = table.class_names
+            why = re.sub(r"class (\d+)", lambda m: f"class '{names[int(m.group(1))]}'", why)
+            raise MitigationError(
+                f"{self.label} did not help: on the validation split {why} ({shown}). No model was written. The "
+                "features the masks removed may not be the cue (a cue spread over the whole image, such as a colour "
+                "tint, survives any pixel mask); look at the masked examples, or try head tuning or DFR.")
+        result.notes.append(f"checked on {len(val_idx)} validation images against the original: {shown}")
+        return {"images": int(len(val_idx)), "before": _rounded(before), "after": _rounded(after)}
 
     def _run(self, model, paths, labels, size, masks, options, gen, device, progress,
              cue_paths=None) -> MitigationResult:
@@ -255,6 +305,11 @@ class MaskTune(Mitigation):
                        f"loss {losses[-1]:.3f}")
         model.eval()
         return losses
+
+
+def _rounded(figures: dict) -> dict:
+    return {k: ({c: round(a, 2) for c, a in v.items()} if isinstance(v, dict) else round(float(v), 2))
+            for k, v in figures.items()}
 
 
 def reset_head(model) -> None:
