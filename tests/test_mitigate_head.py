@@ -68,10 +68,15 @@ def test_head_tuning_is_reproducible(labelled_demo, head_tuned, tmp_path):
 def test_balanced_sample_variant_records_its_choice(labelled_demo, tmp_path):
     project, _ = labelled_demo
     folder = run_mitigation(project, "head_tuning", {"other_classes": "balanced_sample", "min_steps": 0,
-                                                     "seed": 3}, out_folder=tmp_path / "balanced")
+                                                     "typical": 0, "seed": 3}, out_folder=tmp_path / "balanced")
     diag = load_model(folder)[1].metrics["diagnostics"]
     assert diag["other_classes_used"] == "balanced_sample"
     assert diag["tuning_images"] == {name: 100 for name in project.table.class_names}
+    # With ordinary images beside the lowest-spuriosity ones, each tuned class gives k + typical images.
+    folder = run_mitigation(project, "head_tuning", {"min_steps": 0, "typical": 40, "seed": 3},
+                            out_folder=tmp_path / "typical")
+    diag = load_model(folder)[1].metrics["diagnostics"]
+    assert diag["tuning_images"] == {name: 140 for name in project.table.class_names}
 
 
 def test_error_tuning_and_dfr_write_complete_models(labelled_demo, tmp_path):
