@@ -40,9 +40,10 @@ def test_mitigate_page_shows_methods_options_and_models(with_models, monkeypatch
     assert at.title[0].value == "Mitigate"
     method = at.selectbox(key="mitigate_method")
     assert set(method.options) >= {"Low-spuriosity head tuning", "MaskTune", "Deep feature reweighting (DFR)"}
-    # Head tuning's options with their paper defaults.
+    # Head tuning's options with their defaults; an empty learning rate is the feature-scaled one.
     assert at.number_input(key="opt-head_tuning-k").value == 100
-    assert at.number_input(key="opt-head_tuning-lr").value == pytest.approx(1e-3)
+    assert at.number_input(key="opt-head_tuning-typical").value == 100
+    assert at.number_input(key="opt-head_tuning-lr").value is None
     assert at.selectbox(key="opt-head_tuning-other_classes").value == "balanced_sample"
     assert any(b.label == "Launch" for b in at.button)
     # The models made above are listed with their test figures.
@@ -66,6 +67,7 @@ def test_launch_submits_a_mitigation_job(with_models, monkeypatch):
     kind, params, title = submitted[0]
     assert kind == "mitigate.run" and params["method"] == "head_tuning"
     assert params["options"]["k"] == 50 and params["options"]["seed"] == 0
+    assert params["options"]["lr"] is None  # left empty: the method scales it to the features
     assert params["project"] == str(project.folder)
 
 
