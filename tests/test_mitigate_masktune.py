@@ -55,6 +55,12 @@ def test_masktune_lifts_the_worst_group(biased_digits, masktuned):
     assert share["images"] == n_train and 20 <= share["mean_masked_pct"] <= 26
     assert share["nothing_masked_pct"] == 0
     assert len(diag["rounds"]) == 1
+    # The epoch was scored on val at 8 evenly spaced points, the end included; the best one was kept.
+    points = diag["rounds"][0]["checkpoints"]
+    assert [p["epoch_fraction"] for p in points] == pytest.approx([k / 8 for k in range(1, 9)], abs=0.02)
+    best = max(p["val_worst_group"] for p in points)
+    assert diag["rounds"][0]["chosen_checkpoint"] == max(p["epoch_fraction"] for p in points
+                                                         if p["val_worst_group"] == best)
     # The tuned model was checked on val against the parent before it was written.
     check = diag["validation_check"]
     assert check["images"] == int(project.table.split_mask("val").sum())

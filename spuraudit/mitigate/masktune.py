@@ -31,6 +31,7 @@ from ..project import Project
 from ..training import image_loader, loader_workers, pick_device, recalibrate_batchnorm
 from .base import SEED_OPTION, Mitigation, MitigationError, MitigationResult, Option, Progress, seed_everything, stage
 from .data import load_images, parent_store, require_split
+from .checkpoints import CheckpointScorer
 from .guard import guard_failure, held_out_figures
 from .masking import DEFAULT_FRACTION, DEFAULT_RULE, RULES, HeatmapMaker, PackedMasks, apply_masks, mask_batch, share_summary
 
@@ -130,6 +131,14 @@ class MaskTune(Mitigation):
                "tint on the cue benchmark) made the masked epoch worse than the original model."),
         Option("max_accuracy_drop", 5.0, "Validation accuracy the tuned model may lose ('check').", minimum=0.0),
         Option("max_class_drop", 10.0, "Validation accuracy any one class may lose ('check').", minimum=0.0),
+        Option("checkpoints", 8,
+               "Times the tuning epoch is scored on the validation split (evenly spaced, the end included); the "
+               "best checkpoint is kept: highest worst-group accuracy when the dataset has group columns, else "
+               "highest accuracy. 1 = the end of the epoch only (the paper). On the cue benchmark the masked epoch's "
+               "best point was often early (a 6-pixel square: worst group 79.7 % after an eighth of the epoch, "
+               "69.5 % at its end).", minimum=1, maximum=64),
+        Option("checkpoint_images", 1024, "Whole training images (a seeded sample) that re-estimate a "
+                                          "checkpoint's batch-norm statistics before it is scored.", minimum=1),
         Option("rounds", 1, "Mask-and-tune rounds: 1 is MaskTune; each further round re-masks the masked images "
                             "with the tuned model (masks accumulate) and tunes one more epoch.", minimum=1, maximum=3),
         SEED_OPTION,
@@ -150,10 +159,14 @@ class MaskTune(Mitigation):
         n = len(paths)
         project.cache_dir.mkdir(parents=True, exist_ok=True)
         check = options.get("check", True) and "val" in project.table.splits
+        scorer = None
+        if options.get("checkpoints", 1) > 1 and "val" in project.table.splits:
+            scorer = self._scorer(project, paths, size, options, device)
         tuning = stage(progress, 0.0, 0.95 if check else 1.0)
         with tempfile.TemporaryDirectory(prefix=".masktune-", dir=project.cache_dir) as scratch, \
                 PackedMasks(n, size, Path(scratch) / "masks.npy") as masks:
-            result = self._run(model, paths, labels, size, masks, options, gen, device, tuning, cue_paths)
+            result = self._run(model, paths, labels, size, masks, options, gen, device, tuning, cue_paths,
+                               scorer)
         if check:
             result.metrics["validation_check"] = self._check(project, parent_folder, result, size, options,
                                                              stage(progress, 0.95, 1.0))
@@ -161,6 +174,25 @@ class MaskTune(Mitigation):
             result.notes.append("not checked on a validation split" + ("" if options.get("check", True) else
                                                                        " ('check' is off)"))
         return result
+
+    @staticmethod
+    def _scorer(project, paths, size, options, device) -> CheckpointScorer:
+        """Scores checkpoints on val (`checkpoints`): val images, and a seeded sample of training images for
+        their batch-norm statistics (its own generator: the epoch's order and draws stay those of the seed)."""
+        table = project.table
+        val_idx = np.flatnonzero(table.split_mask("val"))
+        val_paths = table.frame["path"].to_numpy()[val_idx].tolist()
+        take = min(len(paths), int(options["checkpoint_images"]))
+        sample = np.sort(np.random.default_rng(options["seed"] + 1).choice(len(paths), size=take, replace=False))
+        batch = options["mask_batch_size"]
+        return CheckpointScorer(
+            val_batches=lambda: _loader(val_paths, size, batch),
+            recal_batches=(lambda: _loader(paths, size, batch, sample))
+            if options.get("batchnorm", "recalibrate") == "recalibrate" else None,
+            labels=table.labels[val_idx],
+            group_ids=table.group_ids()[0][val_idx] if table.group_columns else None,
+            device=device,
+        )
 
     def _check(self, project, parent_folder, result, size, options, report) -> dict:
         """The tuned model against the parent on val (`guard`); MitigationError when it did not help."""
@@ -194,7 +226,7 @@ class MaskTune(Mitigation):
         return {"images": int(len(val_idx)), "before": _rounded(before), "after": _rounded(after)}
 
     def _run(self, model, paths, labels, size, masks, options, gen, device, progress,
-             cue_paths=None) -> MitigationResult:
+             cue_paths=None, scorer: CheckpointScorer | None = None) -> MitigationResult:
         n = len(paths)
         rounds = options["rounds"]
         round_stats = []
@@ -209,8 +241,11 @@ class MaskTune(Mitigation):
                 coverage = cue_coverage_of_masks(masks, cue_paths, size)
             if r == 0 and options.get("head", "keep") == "reset":
                 reset_head(model)
-            losses = self._tune_epoch(model, paths, size, masks, labels, options, gen, device, report_tune)
+            losses = self._tune_epoch(model, paths, size, masks, labels, options, gen, device, report_tune, scorer)
             stats = share_summary(share)
+            if scorer is not None:
+                stats["checkpoints"] = scorer.history
+                stats["chosen_checkpoint"] = scorer.best_fraction
             stats["predicted_equals_label_pct"] = round(100 * agree, 2)
             stats["mean_loss"] = round(float(np.mean(losses)), 4) if losses else float("nan")
             round_stats.append(stats)
@@ -269,8 +304,11 @@ class MaskTune(Mitigation):
                                      device)
 
     @staticmethod
-    def _tune_epoch(model, paths, size, masks, labels, options, gen, device, report) -> list[float]:
-        """One epoch over the masked training images in a seeded shuffled order; the whole model trains."""
+    def _tune_epoch(model, paths, size, masks, labels, options, gen, device, report, scorer=None) -> list[float]:
+        """One epoch over the masked training images in a seeded shuffled order; the whole model trains.
+
+        With a `scorer`, the model is scored on val at evenly spaced steps and at the end, and leaves the
+        epoch as its best checkpoint."""
         model.train()
         if options.get("batchnorm", "recalibrate") == "frozen":
             for module in model.modules():
@@ -288,6 +326,13 @@ class MaskTune(Mitigation):
         show_masked = None if share >= 1.0 else (torch.rand(len(paths), generator=gen) < share)
         losses = []
         done = 0
+        total_steps = -(-len(paths) // options["batch_size"])
+        marks = set()
+        if scorer is not None:
+            scorer.reset()
+            count = min(int(options["checkpoints"]), total_steps)
+            # Steps after which a checkpoint is scored (the end is scored after the loop).
+            marks = {int(round(k * total_steps / count)) - 1 for k in range(1, count)} - {total_steps - 1}
         # Under torchrun each process takes its slice of every batch and DDP averages the gradients (see
         # `distributed.EpochShard`); in one process this is the plain loop with the batch's mean loss.
         shard, net = distributed.EpochShard.of(order, options["batch_size"]), distributed.wrap(model, device)
@@ -303,6 +348,15 @@ class MaskTune(Mitigation):
                 done += len(pos) * shard.world
                 report(min(1.0, done / len(paths)), f"fine-tuning on masked images: {min(done, len(paths))}/{len(paths)}, "
                        f"loss {losses[-1]:.3f}")
+                if step in marks:
+                    row = scorer(model, (step + 1) / total_steps)
+                    worst = "" if row["val_worst_group"] is None else f", worst group {row['val_worst_group']:.1f} %"
+                    report(min(1.0, done / len(paths)), f"checkpoint at {row['epoch_fraction']:.0%} of the epoch: "
+                           f"val accuracy {row['val_accuracy']:.1f} %{worst}")
+        if scorer is not None:
+            # The end is scored after the loop: under torchrun a process may have no share of the last batch.
+            scorer(model, 1.0)
+            model.load_state_dict(scorer.best_state)
         model.eval()
         return losses
 
