@@ -73,10 +73,20 @@ def test_balanced_sample_variant_records_its_choice(labelled_demo, tmp_path):
     assert diag["other_classes_used"] == "balanced_sample"
     assert diag["tuning_images"] == {name: 100 for name in project.table.class_names}
     # With ordinary images beside the lowest-spuriosity ones, each tuned class gives k + typical images.
-    folder = run_mitigation(project, "head_tuning", {"min_steps": 0, "typical": 40, "seed": 3},
-                            out_folder=tmp_path / "typical")
+    folder = run_mitigation(project, "head_tuning", {"min_steps": 0, "typical": 40, "typical_choice": "always",
+                                                     "seed": 3}, out_folder=tmp_path / "typical")
     diag = load_model(folder)[1].metrics["diagnostics"]
     assert diag["tuning_images"] == {name: 140 for name in project.table.class_names}
+    assert diag["tuning_set"] == "with typical images" and list(diag["tuning_sets_tried"]) == ["with typical images"]
+    # By default both sets are tuned and the one with the better held-out worst group is kept.
+    folder = run_mitigation(project, "head_tuning", {"min_steps": 0, "typical": 40, "seed": 3},
+                            out_folder=tmp_path / "chosen")
+    diag = load_model(folder)[1].metrics["diagnostics"]
+    tried = diag["tuning_sets_tried"]
+    assert set(tried) == {"without typical images", "with typical images"}
+    scores = {k: -1.0 if v is None else v for k, v in tried.items()}
+    assert scores[diag["tuning_set"]] == max(scores.values())
+    assert diag["chosen_val_worst_group"] == pytest.approx(tried[diag["tuning_set"]], abs=0.01)
 
 
 def test_error_tuning_and_dfr_write_complete_models(labelled_demo, tmp_path):
