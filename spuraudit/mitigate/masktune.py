@@ -130,7 +130,11 @@ class MaskTune(Mitigation):
                "'max_accuracy_drop', or one class is predicted everywhere. A cue no pixel mask removes (a background "
                "tint on the cue benchmark) made the masked epoch worse than the original model."),
         Option("max_accuracy_drop", 5.0, "Validation accuracy the tuned model may lose ('check').", minimum=0.0),
-        Option("max_class_drop", 10.0, "Validation accuracy any one class may lose ('check').", minimum=0.0),
+        Option("max_class_drop", 20.0, "Validation accuracy any one class may lose ('check'). Looser than the head "
+                                       "methods' 10: a class of a few dozen val images moves 10 points with a "
+                                       "handful of them (a ten-class demo run gained 3.4 points of accuracy and 49 "
+                                       "of worst group while one class lost 11.7); a class the epoch unlearns "
+                                       "loses far more.", minimum=0.0),
         Option("checkpoints", 8,
                "Times the tuning epoch is scored on the validation split (evenly spaced, the end included); the "
                "best checkpoint is kept: highest worst-group accuracy when the dataset has group columns, else "
