@@ -18,6 +18,16 @@ from ..training import recalibrate_batchnorm
 from .guard import held_out_figures
 
 
+def predict_batches(model, batches, n: int, device) -> np.ndarray:
+    """Predicted class int [n] of `model` (put in eval mode) over (images, positions) batches."""
+    preds = np.empty(n, dtype=np.int64)
+    model.eval()
+    with torch.no_grad():
+        for x, pos in batches:
+            preds[np.asarray(pos)] = model(x.to(device)).argmax(1).cpu().numpy()
+    return preds
+
+
 @dataclass
 class CheckpointScorer:
     """val_batches / recal_batches: callables returning fresh iterators of (images [B, 3, H, W], positions [B])
@@ -39,12 +49,7 @@ class CheckpointScorer:
         self.history, self.best_state, self.best_score, self.best_fraction = [], None, -np.inf, None
 
     def predictions(self, model) -> np.ndarray:
-        preds = np.empty(len(self.labels), dtype=np.int64)
-        model.eval()
-        with torch.no_grad():
-            for x, pos in self.val_batches():
-                preds[np.asarray(pos)] = model(x.to(self.device)).argmax(1).cpu().numpy()
-        return preds
+        return predict_batches(model, self.val_batches(), len(self.labels), self.device)
 
     def __call__(self, model, fraction: float) -> dict:
         """Score a copy of `model` (left untouched) at `fraction` of the epoch; keep it if it is the best so far."""

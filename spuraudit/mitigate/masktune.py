@@ -31,7 +31,7 @@ from ..project import Project
 from ..training import image_loader, loader_workers, pick_device, recalibrate_batchnorm
 from .base import SEED_OPTION, Mitigation, MitigationError, MitigationResult, Option, Progress, seed_everything, stage
 from .data import load_images, parent_store, require_split
-from .checkpoints import CheckpointScorer
+from .checkpoints import CheckpointScorer, predict_batches
 from .guard import guard_failure, held_out_figures
 from .masking import DEFAULT_FRACTION, DEFAULT_RULE, RULES, HeatmapMaker, PackedMasks, apply_masks, mask_batch, share_summary
 
@@ -205,12 +205,9 @@ class MaskTune(Mitigation):
         report(0.0, f"checking the tuned model on {len(val_idx)} validation images")
         parent_preds = np.asarray(parent_store(project, parent_folder).preds)[val_idx]
         paths = table.frame["path"].to_numpy()[val_idx].tolist()
-        preds = np.empty(len(val_idx), dtype=np.int64)
         model, device = result.model, pick_device()
-        model.to(device).eval()
-        with torch.no_grad():
-            for x, pos in _loader(paths, size, options["mask_batch_size"]):
-                preds[pos] = model(x.to(device)).argmax(1).cpu().numpy()
+        preds = predict_batches(model.to(device), _loader(paths, size, options["mask_batch_size"]), len(val_idx),
+                                device)
         model.cpu()
         labels = table.labels[val_idx]
         groups = table.group_ids()[0][val_idx] if table.group_columns else None
