@@ -108,6 +108,17 @@ def test_waterbirds_metadata_layout(tmp_path):
                                    "waterbird | place=0", "waterbird | place=1"]
 
 
+def test_group_ids_are_in_natural_order_and_name_each_row():
+    """Class 10 sorts after class 2 and attribute -1 before 1; every row's id names its own (class, attribute)."""
+    import pandas as pd
+    frame = pd.DataFrame({"path": [f"/{i}.png" for i in range(6)], "label": [1, 0, 10, 2, 1, 10],
+                          "split": "train", "cue": ["1", "0", "0", "1", "-1", "0"]})
+    table = ImageTable(class_names=[f"c{i}" for i in range(11)], frame=frame, group_columns=["cue"])
+    ids, names = table.group_ids()
+    assert names == ["c0 | cue=0", "c1 | cue=-1", "c1 | cue=1", "c2 | cue=1", "c10 | cue=0"]
+    assert [names[i] for i in ids] == [f"c{y} | cue={c}" for y, c in zip(frame.label, frame.cue)]
+
+
 @pytest.mark.skipif(not (SHARED_DATA / "waterbirds" / "metadata.csv").is_file(), reason="shared data absent")
 def test_real_waterbirds_metadata_columns_are_understood(tmp_path):
     """The real file (images absent here): every row is read and reported as not found, by line."""

@@ -16,6 +16,7 @@ from streamlit.testing.v1 import AppTest
 from pathlib import Path
 
 from spuraudit.mitigate import masked_examples, run_mitigation, selective_from_stores
+from spuraudit.mitigate.masktune import val_group_ids
 from spuraudit.mitigate.selective import combined_probabilities, softmax
 from spuraudit.modelio import load_model
 from tests.test_mitigate_fixtures import biased_digits, labelled_demo  # noqa: F401  (fixtures)
@@ -78,7 +79,9 @@ def test_the_validation_check_refuses_a_model_that_lost_a_class(biased_digits):
     model, card = load_model(project.model_folder)
     # The parent itself passes: nothing fell.
     same = MitigationResult(model=model, head_only=False, options=options, metrics={}, notes=[])
-    figures = method._check(project, project.model_folder, same, card.input_size, options, lambda f, m: None)
+    groups = val_group_ids(project.table)
+    figures = method._check(project, project.model_folder, same, card.input_size, options, lambda f, m: None,
+                            groups)
     assert figures["after"] == figures["before"]
     with torch.no_grad():
         model.head.weight.zero_()
@@ -86,7 +89,8 @@ def test_the_validation_check_refuses_a_model_that_lost_a_class(biased_digits):
     collapsed = MitigationResult(model=model, head_only=False, options=options, metrics={}, notes=[])
     with pytest.raises(MitigationError, match=r"did not help: on the validation split class 'digit 0-4' accuracy "
                                               r"fell .*No model was written"):
-        method._check(project, project.model_folder, collapsed, card.input_size, options, lambda f, m: None)
+        method._check(project, project.model_folder, collapsed, card.input_size, options, lambda f, m: None,
+                      groups)
 
 
 def test_official_rule_masks_little_and_says_so(labelled_demo):

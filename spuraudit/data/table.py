@@ -117,18 +117,26 @@ class ImageTable:
         return "train" if "train" in self.splits else None
 
     def group_ids(self) -> tuple[np.ndarray, list[str]]:
-        """Group index per image and group names: (class, attribute values) cells, e.g. `0-4 | cue=1`."""
+        """Group index per image and group names: (class, attribute values) cells, e.g. `0-4 | cue=1`.
+
+        Vectorised (a factorisation of the columns, then a sort of the few distinct cells): a string join per
+        row took seconds on a 1.28 M-row table."""
         cols = ["label"] + list(self.group_columns)
-        keys = self.frame[cols].astype(str).agg("|".join, axis=1)
-        names_sorted = sorted(set(keys), key=lambda s: [int(p) if p.lstrip("-").isdigit() else p for p in s.split("|")])
-        index = {k: i for i, k in enumerate(names_sorted)}
+        codes, cells = pd.MultiIndex.from_frame(self.frame[cols].astype(str)).factorize()
+        cells = list(cells)
+
+        def natural(cell):
+            return [int(p) if p.lstrip("-").isdigit() else p for p in cell]
+
+        order = sorted(range(len(cells)), key=lambda i: natural(cells[i]))
+        rank = np.empty(len(cells), dtype=np.int64)
+        rank[order] = np.arange(len(cells))
         pretty = []
-        for key in names_sorted:
-            parts = key.split("|")
-            label = self.class_names[int(parts[0])]
-            attrs = ", ".join(f"{c}={v}" for c, v in zip(self.group_columns, parts[1:]))
+        for i in order:
+            label = self.class_names[int(cells[i][0])]
+            attrs = ", ".join(f"{c}={v}" for c, v in zip(self.group_columns, cells[i][1:]))
             pretty.append(f"{label} | {attrs}" if attrs else label)
-        return keys.map(index).to_numpy(dtype=np.int64), pretty
+        return rank[codes], pretty
 
     def path(self, i: int) -> str:
         """The path of image `i` (one cell; `paths` converts the whole column)."""

@@ -121,7 +121,7 @@ def compare_models(
         scores = np.where(table.split_mask(split), scores, np.nan)
         sets = analysis.spurious_gap(np.asarray(pstore.preds) == labels, scores, labels, k=k)
 
-    group_ids = table.group_ids() if table.group_columns else None  # slow on big tables: once
+    group_ids = table.group_ids() if table.group_columns else None  # seconds on a million rows: once
     summary, per_class, groups, gaps = [], [], [], []
     for folder in map(Path, model_folders):
         card = _card(folder)

@@ -70,6 +70,13 @@ def _loader(paths: list[str], size, batch_size: int, order: np.ndarray | None = 
     return image_loader(paths, size, batch_size, order, num_workers=loader_workers(), device=pick_device())
 
 
+def val_group_ids(table) -> np.ndarray | None:
+    """Group index of each val image, or None when the dataset has no group columns or no val split."""
+    if "val" not in table.splits or not table.group_columns:
+        return None
+    return table.group_ids()[0][table.split_mask("val")]
+
+
 class MaskTune(Mitigation):
     name = "masktune"
     label = "MaskTune"
@@ -164,8 +171,9 @@ class MaskTune(Mitigation):
         project.cache_dir.mkdir(parents=True, exist_ok=True)
         check = options.get("check", True) and "val" in project.table.splits
         scorer = None
+        val_groups = val_group_ids(project.table)  # once: the checkpoints and the check both need them
         if options.get("checkpoints", 1) > 1 and "val" in project.table.splits:
-            scorer = self._scorer(project, paths, size, options, device)
+            scorer = self._scorer(project, paths, size, options, device, val_groups)
         tuning = stage(progress, 0.0, 0.95 if check else 1.0)
         with tempfile.TemporaryDirectory(prefix=".masktune-", dir=project.cache_dir) as scratch, \
                 PackedMasks(n, size, Path(scratch) / "masks.npy") as masks:
@@ -173,14 +181,14 @@ class MaskTune(Mitigation):
                                scorer)
         if check:
             result.metrics["validation_check"] = self._check(project, parent_folder, result, size, options,
-                                                             stage(progress, 0.95, 1.0))
+                                                             stage(progress, 0.95, 1.0), val_groups)
         else:
             result.notes.append("not checked on a validation split" + ("" if options.get("check", True) else
                                                                        " ('check' is off)"))
         return result
 
     @staticmethod
-    def _scorer(project, paths, size, options, device) -> CheckpointScorer:
+    def _scorer(project, paths, size, options, device, val_groups) -> CheckpointScorer:
         """Scores checkpoints on val (`checkpoints`): val images, and a seeded sample of training images for
         their batch-norm statistics (its own generator: the epoch's order and draws stay those of the seed)."""
         table = project.table
@@ -194,11 +202,11 @@ class MaskTune(Mitigation):
             recal_batches=(lambda: _loader(paths, size, batch, sample))
             if options.get("batchnorm", "recalibrate") == "recalibrate" else None,
             labels=table.labels[val_idx],
-            group_ids=table.group_ids()[0][val_idx] if table.group_columns else None,
+            group_ids=val_groups,
             device=device,
         )
 
-    def _check(self, project, parent_folder, result, size, options, report) -> dict:
+    def _check(self, project, parent_folder, result, size, options, report, groups) -> dict:
         """The tuned model against the parent on val (`guard`); MitigationError when it did not help."""
         table = project.table
         val_idx = np.flatnonzero(table.split_mask("val"))
@@ -210,7 +218,6 @@ class MaskTune(Mitigation):
                                 device)
         model.cpu()
         labels = table.labels[val_idx]
-        groups = table.group_ids()[0][val_idx] if table.group_columns else None
         before, after = held_out_figures(parent_preds, labels, groups), held_out_figures(preds, labels, groups)
         why = guard_failure(after, before, options["max_accuracy_drop"], options["max_class_drop"])
         shown = (f"accuracy {before['accuracy']:.1f} -> {after['accuracy']:.1f} %"
