@@ -20,9 +20,9 @@ import numpy as np
 import torch
 from torch import nn
 
-from ..analysis.metrics import accuracy, group_accuracies, high_low_gap
+from ..analysis.metrics import high_low_gap
 from .base import Progress
-from .guard import guard_failure
+from .guard import guard_failure, held_out_figures
 
 GAP_STATISTICS = ("max", "mean")
 
@@ -61,13 +61,11 @@ class GapMonitor:
             set_accuracy += [a for a in (a_hi, a_lo) if np.isfinite(a)]
         finite = [abs(g) for g in gaps.values() if np.isfinite(g)]
         stop_gap = (max(finite) if self.statistic == "max" else float(np.mean(finite))) if finite else float("nan")
-        groups = group_accuracies(correct, self.group_ids) if self.group_ids is not None else {}
-        worst = min(groups.values()) if groups else (min(set_accuracy) if set_accuracy else float("nan"))
-        counts = np.bincount(preds, minlength=int(labels.max()) + 1 if len(labels) else 1)
-        return {"accuracy": accuracy(correct), "gap": gap, "acc_high": acc_high, "acc_low": acc_low,
-                "stop_gap": stop_gap, "class_gaps": gaps,
-                "class_accuracy": {int(c): a for c, a in group_accuracies(correct, labels).items()},
-                "worst_group": worst, "top_prediction_share": 100.0 * counts.max() / max(len(preds), 1)}
+        figures = held_out_figures(preds, labels, self.group_ids)  # what the guard compares
+        if not np.isfinite(figures["worst_group"]):  # no real groups: the High and Low sets stand in
+            figures["worst_group"] = min(set_accuracy) if set_accuracy else float("nan")
+        return {**figures, "gap": gap, "acc_high": acc_high, "acc_low": acc_low, "stop_gap": stop_gap,
+                "class_gaps": gaps}
 
 
 @dataclass
