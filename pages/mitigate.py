@@ -48,11 +48,12 @@ if spurious:
 
 with st.form(f"options-{method_name}"):
     st.markdown(f"**Options of {method.label}** (defaults shown; hover a field for what it does)")
-    columns = st.columns(3)
     values = {}
-    for i, option in enumerate(method.options):
-        with columns[i % 3]:
-            values[option.name] = option_widget(option, key=f"opt-{method_name}-{option.name}")
+    for start in range(0, len(method.options), 3):  # row by row, so a checkbox never shifts a column
+        row = method.options[start:start + 3]
+        for column, option in zip(st.columns(3, vertical_alignment="bottom"), row):
+            with column:
+                values[option.name] = option_widget(option, key=f"opt-{method_name}-{option.name}")
     launched = st.form_submit_button("Launch", type="primary", icon=":material/rocket_launch:",
                                      disabled=not allowed("admin"))  # launching jobs: admins only
 
