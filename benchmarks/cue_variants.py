@@ -159,6 +159,11 @@ def run_cell(grey, digits, cue_name: str, strength: float, seed: int, methods, l
                 result = method.run(project, project.model_folder, method.resolve_options({**options, "seed": seed}),
                                     lambda f, m: None)
                 row.update(evaluate(result.model, x, y, cue), refused="")
+                check = result.metrics.get("validation_check")
+                if check:  # MaskTune's val check: what it saw and what it asked for
+                    row.update(val_worst_before=check["before"]["worst_group"],
+                               val_worst_after=check["after"]["worst_group"],
+                               val_required_gain=check.get("required_gain", 0.0))
             except MitigationError as exc:  # "did not help": the user keeps the ERM model
                 row.update({k: erm_row[k] for k in ("accuracy", "worst_group", "worst_group_name")},
                            refused=str(exc).split(".")[0])
@@ -215,6 +220,9 @@ def markdown(rows: list[dict], table: pd.DataFrame, targets: dict) -> str:
         cov = r.get("cue_images_covered_pct")
         cov = f"{cov:.0f}" if isinstance(cov, float) and np.isfinite(cov) else ""
         note = f"refused: {r['refused']}" if isinstance(r.get("refused"), str) and r.get("refused") else ""
+        before, after = r.get("val_worst_before"), r.get("val_worst_after")
+        if isinstance(before, float) and np.isfinite(before) and not note:
+            note = f"val worst group {before:.1f} → {after:.1f} (rise needed {r.get('val_required_gain', 0.0):.1f})"
         lines.append(f"| {r.cue} | {r.strength} | {r.seed} | {r.method} | {r.accuracy:.1f} | {r.worst_group:.1f} "
                      f"({r.worst_group_name}) | {cov} | {note} |")
     lines += ["", "| method | cells | test acc. | worst group | worst-group gain vs ERM | cells below ERM "

@@ -9,7 +9,7 @@ from torch import nn
 
 from spuraudit.mitigate import MitigationError, compare_models, get_method, list_mitigated_models, run_mitigation
 from spuraudit.mitigate.evaluate import split_metrics
-from spuraudit.mitigate.guard import guard_failure
+from spuraudit.mitigate.guard import guard_failure, noise_margin
 from spuraudit.mitigate.head_training import GapMonitor, fit_head
 from spuraudit.modelio import load_model
 from tests.test_mitigate_cue_fixtures import blue_corner_project  # noqa: F401  (fixture)
@@ -83,6 +83,15 @@ def test_a_collapsed_head_is_never_chosen_and_the_verdict_says_so():
     chosen = fit.history[fit.chosen_epoch]
     assert chosen["top_prediction_share"] < 99
     assert not fit.helped and fit.verdict.startswith("did not help")
+
+
+def test_noise_margin_is_binomial_standard_errors_and_never_zero_at_the_extremes():
+    """Two standard errors of 75 % on 250 images is 5.5 points; a group at 0 % still needs a rise (p held at 5 %);
+    more images, a smaller margin; z = 0 asks for nothing."""
+    assert noise_margin(75.0, 250, 2.0) == pytest.approx(200 * np.sqrt(0.75 * 0.25 / 250))
+    assert noise_margin(0.0, 100, 2.0) == pytest.approx(200 * np.sqrt(0.05 * 0.95 / 100))
+    assert noise_margin(75.0, 2500, 2.0) < noise_margin(75.0, 250, 2.0)
+    assert noise_margin(75.0, 250, 0.0) == 0.0 and noise_margin(75.0, 0, 2.0) == 0.0
 
 
 def test_freezing_a_row_does_not_freeze_its_predictions_in_a_two_class_softmax():

@@ -77,12 +77,16 @@ def test_the_validation_check_refuses_a_model_that_lost_a_class(biased_digits):
     method = get_method("masktune")
     options = method.resolve_options({})
     model, card = load_model(project.model_folder)
-    # The parent itself passes: nothing fell.
+    # The parent itself, unchanged, is not a success: its worst group did not rise beyond sampling noise.
     same = MitigationResult(model=model, head_only=False, options=options, metrics={}, notes=[])
     groups = val_group_ids(project.table)
-    figures = method._check(project, project.model_folder, same, card.input_size, options, lambda f, m: None,
-                            groups)
-    assert figures["after"] == figures["before"]
+    with pytest.raises(MitigationError, match=r"worst group rose 0\.0 points, less than the \d+\.\d that sampling "
+                                              r"noise alone gives on a group of \d+ images"):
+        method._check(project, project.model_folder, same, card.input_size, options, lambda f, m: None, groups)
+    # Asking for no margin, it passes: nothing fell.
+    figures = method._check(project, project.model_folder, same, card.input_size,
+                            {**options, "required_gain_se": 0.0}, lambda f, m: None, groups)
+    assert figures["after"] == figures["before"] and figures["required_gain"] == 0
     with torch.no_grad():
         model.head.weight.zero_()
         model.head.bias.copy_(torch.tensor([0.0, 1.0]))

@@ -46,3 +46,13 @@ def guard_failure(row: dict, start: dict, max_accuracy_drop: float, max_class_dr
     if classes >= 2 and row.get("top_prediction_share", 0.0) >= 99.0 and start.get("top_prediction_share", 0) < 99.0:
         return "collapsed: one class predicted for every image"
     return None
+
+
+def noise_margin(accuracy_pct: float, images: int, z: float) -> float:
+    """Points a group accuracy of `accuracy_pct` measured on `images` images moves by sampling noise alone:
+    `z` standard errors of a binomial proportion (p held within 5-95 %, so a group at 0 or 100 % still has
+    a margin). A new model whose val worst group rose by less than this has not been shown to help."""
+    if images <= 0 or z <= 0:
+        return 0.0
+    p = min(max(accuracy_pct / 100.0, 0.05), 0.95)
+    return float(100.0 * z * np.sqrt(p * (1.0 - p) / images))
