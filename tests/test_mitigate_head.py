@@ -68,22 +68,27 @@ def test_head_tuning_is_reproducible(labelled_demo, head_tuned, tmp_path):
 def test_balanced_sample_variant_records_its_choice(labelled_demo, tmp_path):
     project, _ = labelled_demo
     folder = run_mitigation(project, "head_tuning", {"other_classes": "balanced_sample", "min_steps": 0,
-                                                     "typical": 0, "seed": 3}, out_folder=tmp_path / "balanced")
+                                                     "typical": 0, "k_choice": "fixed", "seed": 3},
+                            out_folder=tmp_path / "balanced")
     diag = load_model(folder)[1].metrics["diagnostics"]
     assert diag["other_classes_used"] == "balanced_sample"
     assert diag["tuning_images"] == {name: 100 for name in project.table.class_names}
     # With ordinary images beside the lowest-spuriosity ones, each tuned class gives k + typical images.
     folder = run_mitigation(project, "head_tuning", {"min_steps": 0, "typical": 40, "typical_choice": "always",
-                                                     "seed": 3}, out_folder=tmp_path / "typical")
+                                                     "k_choice": "fixed", "seed": 3}, out_folder=tmp_path / "typical")
     diag = load_model(folder)[1].metrics["diagnostics"]
     assert diag["tuning_images"] == {name: 140 for name in project.table.class_names}
     assert diag["tuning_set"] == "with typical images" and list(diag["tuning_sets_tried"]) == ["with typical images"]
-    # By default both sets are tuned and the one with the better held-out worst group is kept.
+    # By default k, k/2 and k/4, each without and with the typical images, are tuned, and the set with the best
+    # held-out worst group is kept; its images are the ones recorded.
     folder = run_mitigation(project, "head_tuning", {"min_steps": 0, "typical": 40, "seed": 3},
                             out_folder=tmp_path / "chosen")
     diag = load_model(folder)[1].metrics["diagnostics"]
     tried = diag["tuning_sets_tried"]
-    assert set(tried) == {"without typical images", "with typical images"}
+    assert set(tried) == {f"k={k}, {w} typical images" for k in (100, 50, 25) for w in ("without", "with")}
+    k = int(diag["tuning_set"].split(",")[0][2:])
+    extra = 40 if "with typical" in diag["tuning_set"] else 0
+    assert set(diag["tuning_images"].values()) == {k + extra}
     scores = {k: -1.0 if v is None else v for k, v in tried.items()}
     assert scores[diag["tuning_set"]] == max(scores.values())
     assert diag["chosen_val_worst_group"] == pytest.approx(tried[diag["tuning_set"]], abs=0.01)
