@@ -166,7 +166,7 @@ def run_cell(grey, digits, cue_name: str, strength: float, seed: int, methods, l
                                val_required_gain=check.get("required_gain", 0.0))
             except MitigationError as exc:  # "did not help": the user keeps the ERM model
                 row.update({k: erm_row[k] for k in ("accuracy", "worst_group", "worst_group_name")},
-                           refused=str(exc).split(".")[0])
+                           refused=str(exc).split(". ")[0])  # the reason, decimals kept
             if name == "masktune" and not label.startswith("control"):
                 row.update(masktune_coverage(project, erm, flags, pixels, split, options))
             row["seconds"] = time.perf_counter() - t
