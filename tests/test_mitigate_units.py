@@ -16,6 +16,7 @@ from spuraudit.mitigate.masking import (
     PackedMasks,
     _RawXGradCAM,
     apply_masks,
+    fill_from_others,
     mask_batch,
     masks_from_heatmaps,
     normalise_and_upsample,
@@ -86,6 +87,20 @@ def test_thresholds_match_numpy_per_image():
     share = masks_from_heatmaps(heat, "top_fraction", 0.25).flatten(1).float().mean(1)
     assert share[0].item() == pytest.approx(0.25, abs=0.011)
     assert share[1].item() == 0.0
+
+
+def test_filling_from_others_takes_another_images_pixels_and_keeps_the_rest():
+    """Each image's holes hold the same pixels of one other image of the batch (never its own); the rest is
+    untouched; the same generator seed gives the same fill."""
+    x = torch.arange(5, dtype=torch.float32)[:, None, None, None].expand(5, 3, 4, 4).clone()  # image i is all i
+    masks = torch.zeros(5, 4, 4, dtype=torch.bool)
+    masks[:, :2, :2] = True
+    out = fill_from_others(x, masks, torch.Generator().manual_seed(0))
+    donors = out[:, 0, 0, 0].long()
+    assert torch.all(out[:, :, :2, :2] == donors[:, None, None, None])  # one donor per image, all channels
+    assert torch.all(donors != torch.arange(5)) and sorted(donors.tolist()) == list(range(5))
+    assert torch.equal(out[:, :, 2:], x[:, :, 2:]) and torch.equal(out[:, :, :2, 2:], x[:, :, :2, 2:])
+    assert torch.equal(out, fill_from_others(x, masks, torch.Generator().manual_seed(0)))
 
 
 def test_masking_zeroes_pixels_in_raw_space_on_all_channels():
@@ -307,3 +322,26 @@ def test_the_tuning_epoch_shows_the_chosen_share_of_images_masked(tmp_path, shar
     else:
         assert 0.25 * N < int(blank.sum()) < 0.75 * N  # about half of the 37, drawn
         assert torch.equal(blank, blank_per_epoch())  # seeded
+
+
+def test_the_tuning_epoch_fills_holes_from_other_images_when_asked(tmp_path):
+    """With every image fully masked, fill='others' shows each image another image of its batch: no blank
+    input reaches the model, and every input is one of the training images."""
+    from spuraudit.mitigate.masking import PackedMasks
+    from spuraudit.mitigate.masktune import MaskTune, _loader
+    from tests.ddp_tune_script import N, SIZE, tiny_images, tiny_model
+
+    paths = tiny_images(tmp_path / "images")
+    options = {"optimizer": "adam", "lr": 1e-3, "momentum": 0.9, "weight_decay": 0.0, "batch_size": 8,
+               "masked_share": 1.0, "fill": "others", "seed": 0}
+    whole = torch.cat([x for x, _ in _loader(paths, SIZE, 64)])
+    model, seen = tiny_model(), []
+    model.register_forward_hook(lambda mod, args, out: seen.append(args[0].detach().clone()))
+    with PackedMasks(N, SIZE) as masks:
+        masks.add(np.arange(N), torch.ones(N, *SIZE, dtype=torch.bool))
+        MaskTune._tune_epoch(model, paths, SIZE, masks, torch.as_tensor(np.arange(N) % 3), options,
+                             torch.Generator().manual_seed(0), torch.device("cpu"), lambda f, m: None)
+    inputs = torch.cat(seen)
+    assert len(inputs) == N and (inputs.flatten(1).abs().sum(1) > 0).all()
+    largest_difference = (inputs[:, None] - whole[None]).abs().flatten(2).amax(2)  # [inputs, training images]
+    assert torch.all(largest_difference.min(1).values < 1e-6)

@@ -152,6 +152,20 @@ def apply_masks(images: torch.Tensor, masks: torch.Tensor) -> torch.Tensor:
     return images * (~masks)[:, None].to(images.dtype)
 
 
+def fill_from_others(images: torch.Tensor, masks: torch.Tensor, generator: torch.Generator) -> torch.Tensor:
+    """Masked pixels take the same pixels of another image of the batch: [B, 3, H, W] × bool [B, H, W].
+
+    The batch is rolled by a seeded offset of 1..B-1, so no image fills from itself. A cue masked on the
+    images of the class it marks comes back, at its place, on images of every class in proportion to how
+    often it occurs, so in the masked images it no longer predicts the class: the epoch lowers the head's
+    weight on it instead of leaving it untouched (a black hole sends it no gradient at all)."""
+    if len(images) < 2:
+        return apply_masks(images, masks)
+    shift = int(torch.randint(1, len(images), (1,), generator=generator))
+    hole = masks[:, None].to(images.dtype)
+    return images * (1 - hole) + torch.roll(images, shifts=shift, dims=0) * hole
+
+
 @dataclass
 class MaskBatch:
     """One batch through the masking path: heatmaps [B, H, W] in [0, 1], masks bool [B, H, W],
