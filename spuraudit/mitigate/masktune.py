@@ -135,8 +135,8 @@ class MaskTune(Mitigation):
                "What masked pixels become. 'zero' (default, the paper): black. 'others': the same pixels of another "
                "image of the batch, so a masked cue reappears on images of every class and the epoch unlearns it "
                "rather than merely not seeing it. Measured on a few cue-benchmark cells only (texture patch: worst "
-               "group 66.1 -> 88.5 %, against 74.0 with 'zero'; on a background tint it collapsed the model and the "
-               "check refuses it): benchmarks/README.md.", choices=("zero", "others")),
+               "group 66.1 -> 85.2 %, against 74.0 with 'zero'; on a background tint it collapsed the model, which "
+               "the check refuses): benchmarks/README.md.", choices=("zero", "others")),
         Option("check", True,
                "Check the tuned model on the validation split before writing it, against the original model: it is "
                "refused (no model written, the reason shown) when the worst group fell (real groups when the dataset "
