@@ -162,7 +162,7 @@ class _FrozenBackboneTuning(Mitigation):
             if not picked:
                 continue
             tag = f"k={k}, " if len(selections) > 1 else ""
-            sets = [(f"{tag}without typical images", picked, hits)]
+            sets = [(f"{tag}without typical images", picked, hits, k)]
             if options.get("typical", 0):
                 with_typical = {}
                 for c in sorted(picked):
@@ -171,11 +171,11 @@ class _FrozenBackboneTuning(Mitigation):
                     take = min(options["typical"], len(pool))
                     with_typical[c] = np.union1d(picked[c], rng.choice(pool, size=take, replace=False)) if take \
                         else picked[c]
-                typical = (f"{tag}with typical images", with_typical, hits)
+                typical = (f"{tag}with typical images", with_typical, hits, k)
                 sets = [typical] if options.get("typical_choice") == "always" else sets + [typical]
             candidates += sets
         tried = []
-        for number, (what, base, hits) in enumerate(candidates):
+        for number, (what, base, hits, k) in enumerate(candidates):
             rows, frozen = dict(base), []
             others = [c for c in range(table.num_classes) if c not in base]
             per_class = int(round(np.mean([len(v) for v in base.values()])))
@@ -202,7 +202,7 @@ class _FrozenBackboneTuning(Mitigation):
                 progress=stage(progress, 0.1 + number * span, 0.1 + (number + 1) * span),
             )
             tried.append({"what": what, "rows": rows, "frozen": frozen, "lr": lr, "fit": fit, "images": len(indices),
-                          "collisions": hits, "others": others})
+                          "collisions": hits, "others": others, "k": k})
         fit = tried[0]["fit"]
         if monitor is not None:
             helped = [t for t in tried if t["fit"].helped]
@@ -224,8 +224,8 @@ class _FrozenBackboneTuning(Mitigation):
                 return row["worst_group"] if np.isfinite(row["worst_group"]) else -np.inf
 
             best = max(helped, key=held_out_worst)  # ties: the first, the paper's set
-        else:
-            best = tried[-1]
+        else:  # nothing held out to choose by: the method's own k, with the typical images when asked for
+            best = [t for t in tried if t["k"] == k_values[0]][-1]
         fit, rows, frozen, lr, indices_count = best["fit"], best["rows"], best["frozen"], best["lr"], best["images"]
         collided, others = best["collisions"], best["others"]
         with torch.no_grad():
