@@ -234,7 +234,8 @@ class MaskTune(Mitigation):
         why = guard_failure(after, before, options["max_accuracy_drop"], options["max_class_drop"])
         margin = 0.0
         if groups is not None and np.isfinite(before["worst_group"]):
-            smallest = int(np.bincount(groups)[np.bincount(groups) > 0].min())
+            sizes = np.bincount(groups)
+            smallest = int(sizes[sizes > 0].min())
             margin = noise_margin(before["worst_group"], smallest, options["required_gain_se"])
             gain = after["worst_group"] - before["worst_group"]
             if not why and gain < margin:
