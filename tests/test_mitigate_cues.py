@@ -9,7 +9,7 @@ from torch import nn
 
 from spuraudit.mitigate import MitigationError, compare_models, get_method, list_mitigated_models, run_mitigation
 from spuraudit.mitigate.evaluate import split_metrics
-from spuraudit.mitigate.guard import guard_failure, noise_margin
+from spuraudit.mitigate.guard import guard_failure, noise_margin, required_gain
 from spuraudit.mitigate.head_training import GapMonitor, fit_head
 from spuraudit.modelio import load_model
 from tests.test_mitigate_cue_fixtures import blue_corner_project  # noqa: F401  (fixture)
@@ -92,6 +92,21 @@ def test_noise_margin_is_binomial_standard_errors_and_never_zero_at_the_extremes
     assert noise_margin(0.0, 100, 2.0) == pytest.approx(200 * np.sqrt(0.05 * 0.95 / 100))
     assert noise_margin(75.0, 2500, 2.0) < noise_margin(75.0, 250, 2.0)
     assert noise_margin(75.0, 250, 0.0) == 0.0 and noise_margin(75.0, 0, 2.0) == 0.0
+
+
+def test_the_guard_asks_the_worst_group_to_rise_beyond_the_smallest_groups_noise():
+    """The margin comes from the smallest group (40 images, not 400); a rise below it is refused with the figures,
+    a rise above it passes, and without groups nothing is asked."""
+    groups = np.repeat([0, 1, 2], [400, 400, 40])
+    margin, smallest = required_gain(60.0, groups, 2.0)
+    assert smallest == 40 and margin == pytest.approx(noise_margin(60.0, 40, 2.0))
+    start = {"accuracy": 80.0, "class_accuracy": {0: 80.0, 1: 80.0}, "worst_group": 60.0, "top_prediction_share": 50.0}
+    small = {**start, "worst_group": 60.0 + margin / 2}
+    large = {**start, "worst_group": 60.0 + margin + 0.1}
+    assert guard_failure(small, start, 5.0, 10.0, margin).startswith(f"worst group rose {margin / 2:.1f} points")
+    assert guard_failure(large, start, 5.0, 10.0, margin) is None
+    assert guard_failure(small, start, 5.0, 10.0) is None
+    assert required_gain(60.0, None, 2.0) == (0.0, 0) and required_gain(float("nan"), groups, 2.0) == (0.0, 0)
 
 
 def test_freezing_a_row_does_not_freeze_its_predictions_in_a_two_class_softmax():

@@ -28,12 +28,14 @@ def held_out_figures(preds: np.ndarray, labels: np.ndarray, group_ids: np.ndarra
             "top_prediction_share": 100.0 * counts.max() / max(len(preds), 1)}
 
 
-def guard_failure(row: dict, start: dict, max_accuracy_drop: float, max_class_drop: float) -> str | None:
+def guard_failure(row: dict, start: dict, max_accuracy_drop: float, max_class_drop: float,
+                  required_gain: float = 0.0) -> str | None:
     """Why a new model (or head) may not be chosen (None when it may), against the original's figures.
 
     Average accuracy may fall at most `max_accuracy_drop` points, each class's accuracy at most
     `max_class_drop`, and the worst group may not fall at all: the point of a mitigation is that
-    group. A model predicting (almost) one class for every image is refused outright."""
+    group. With `required_gain` > 0 (see `required_gain`) it must rise by at least that many points.
+    A model predicting (almost) one class for every image is refused outright."""
     if row.get("accuracy", 0.0) < start.get("accuracy", 0.0) - max_accuracy_drop:
         return f"average accuracy fell {start['accuracy'] - row['accuracy']:.1f} points"
     for c, acc in row.get("class_accuracy", {}).items():
@@ -45,6 +47,11 @@ def guard_failure(row: dict, start: dict, max_accuracy_drop: float, max_class_dr
     classes = len(row.get("class_accuracy", {}))
     if classes >= 2 and row.get("top_prediction_share", 0.0) >= 99.0 and start.get("top_prediction_share", 0) < 99.0:
         return "collapsed: one class predicted for every image"
+    if required_gain > 0 and np.isfinite(start.get("worst_group", np.nan)):
+        gain = row.get("worst_group", 0.0) - start["worst_group"]
+        if gain < required_gain:
+            return (f"worst group rose {gain:.1f} points, less than the {required_gain:.1f} that sampling noise "
+                    "alone gives on the smallest group")
     return None
 
 
@@ -56,3 +63,14 @@ def noise_margin(accuracy_pct: float, images: int, z: float) -> float:
         return 0.0
     p = min(max(accuracy_pct / 100.0, 0.05), 0.95)
     return float(100.0 * z * np.sqrt(p * (1.0 - p) / images))
+
+
+def required_gain(worst_group_pct: float, group_ids: np.ndarray | None, z: float) -> tuple[float, int]:
+    """(points, images): the rise a worst group of `worst_group_pct` must show to beat sampling noise on the
+    smallest of the groups in `group_ids` (`noise_margin` at `z`), and that group's size. (0, 0) without
+    groups or without a finite worst group."""
+    if group_ids is None or not np.isfinite(worst_group_pct) or len(group_ids) == 0:
+        return 0.0, 0
+    sizes = np.bincount(np.asarray(group_ids))
+    smallest = int(sizes[sizes > 0].min())
+    return noise_margin(worst_group_pct, smallest, z), smallest

@@ -32,7 +32,7 @@ from ..training import image_loader, loader_workers, pick_device, recalibrate_ba
 from .base import SEED_OPTION, Mitigation, MitigationError, MitigationResult, Option, Progress, seed_everything, stage
 from .data import load_images, parent_store, require_split
 from .checkpoints import CheckpointScorer, predict_batches
-from .guard import guard_failure, held_out_figures, noise_margin
+from .guard import guard_failure, held_out_figures, required_gain
 from .masking import (DEFAULT_FRACTION, DEFAULT_RULE, RULES, HeatmapMaker, PackedMasks, apply_masks,
                       fill_from_others, mask_batch, share_summary)
 
@@ -231,16 +231,11 @@ class MaskTune(Mitigation):
         model.cpu()
         labels = table.labels[val_idx]
         before, after = held_out_figures(parent_preds, labels, groups), held_out_figures(preds, labels, groups)
-        why = guard_failure(after, before, options["max_accuracy_drop"], options["max_class_drop"])
-        margin = 0.0
-        if groups is not None and np.isfinite(before["worst_group"]):
-            sizes = np.bincount(groups)
-            smallest = int(sizes[sizes > 0].min())
-            margin = noise_margin(before["worst_group"], smallest, options["required_gain_se"])
-            gain = after["worst_group"] - before["worst_group"]
-            if not why and gain < margin:
-                why = (f"worst group rose {gain:.1f} points, less than the {margin:.1f} that sampling noise alone "
-                       f"gives on a group of {smallest} images; set 'required_gain_se' to 0 to accept any rise")
+        margin, smallest = required_gain(before["worst_group"], groups, options["required_gain_se"])
+        why = guard_failure(after, before, options["max_accuracy_drop"], options["max_class_drop"], margin)
+        if why and why.startswith("worst group rose"):
+            why = why.replace("the smallest group", f"a group of {smallest} images") \
+                + "; set 'required_gain_se' to 0 to accept any rise"
         shown = (f"accuracy {before['accuracy']:.1f} -> {after['accuracy']:.1f} %"
                  + (f", worst group {before['worst_group']:.1f} -> {after['worst_group']:.1f} %"
                     if np.isfinite(before["worst_group"]) else ""))
