@@ -1,7 +1,10 @@
 """Cue-variant benchmark: do the mitigations hold on cues they were not tuned on?
 
-Data: the 10,000 real MNIST test digits in `<repo>/../shared/data/mnist/` (IDX files), classes 0-4 ('low')
-and 5-9 ('high'), split at random per seed into train / val / test (sizes below). A planted cue
+Data, two families: the 10,000 real MNIST test digits in `<repo>/../shared/data/mnist/` (IDX files),
+classes 0-4 ('low') and 5-9 ('high'); or (`--family cifar`) 8,000 real CIFAR-10 test images in
+`<repo>/../shared/data/cifar10/test/`, vehicles (airplane, automobile, ship, truck) against animals (bird,
+cat, deer, dog), where a tint casts its colour over the whole photograph (a photo has no dark background).
+Either is split at random per seed into train / val / test (sizes below). A planted cue
 (`spuraudit.mitigate.planted`: square, bar, dot pattern, texture patch or background tint; any corner,
 size and colour) sits on `strength` of the low digits' training images and 1 − strength of the high
 digits'; val and test are group-balanced (the cue on half of each class). Per cell (cue × strength ×
@@ -24,6 +27,7 @@ reports ERM's figures and says so (`refused`).
     python benchmarks/cue_variants.py --reduced             # 4 cues × 1 strength × 1 seed
     python benchmarks/cue_variants.py --cues square-br-blue tint-green --strengths 0.95 --seeds 0 1
     python benchmarks/cue_variants.py --reduced --json out.json --markdown out.md
+    python benchmarks/cue_variants.py --family cifar --strengths 0.95 --seeds 0
 """
 
 from __future__ import annotations
@@ -45,8 +49,12 @@ import torch
 from spuraudit.analysis.cues import coverage_summary, cue_coverage
 from spuraudit.mitigate.planted import CueSpec, cue_flags, label_planted_cue, plant, write_cue_project
 
-DATA = Path(__file__).resolve().parents[1].parent / "shared" / "data" / "mnist"
-CLASS_NAMES = ["low digit", "high digit"]
+SHARED = Path(__file__).resolve().parents[1].parent / "shared" / "data"
+DATA = SHARED / "mnist"
+CIFAR_DATA = SHARED / "cifar10" / "test"
+CIFAR_CLASSES = (("airplane", "automobile", "ship", "truck"), ("bird", "cat", "deer", "dog"))
+FAMILY_CLASS_NAMES = {"mnist": ["low digit", "high digit"], "cifar": ["vehicle", "animal"]}
+CLASS_NAMES = FAMILY_CLASS_NAMES["mnist"]
 SIZES = {"train": 5000, "val": 1000, "test": 2000}
 ERM_EPOCHS = 3
 
@@ -78,6 +86,7 @@ EXTRA_MASKTUNE = [
     ("MaskTune 2 rounds", "masktune", {"rounds": 2}),
     ("MaskTune 3 rounds", "masktune", {"rounds": 3}),
     ("MaskTune, Adam 1e-3 and the masked epoch's BN statistics", "masktune", {"lr": 1e-3, "batchnorm": "train"}),
+    ("MaskTune, holes filled from other images", "masktune", {"fill": "others"}),
 ]
 
 
@@ -90,27 +99,51 @@ def read_idx(path: Path) -> np.ndarray:
     return np.frombuffer(data, dtype=np.uint8, offset=4 + 4 * ndim).reshape(shape)
 
 
-def make_cell(grey: np.ndarray, digits: np.ndarray, spec: CueSpec, strength: float, seed: int):
-    """(images uint8 [N, 28, 28, 3], labels [N], split [N], cue flags [N], cue pixels [N, 28, 28])."""
+def read_family(family: str, folder: Path) -> tuple[np.ndarray, np.ndarray] | None:
+    """(RGB images uint8 [N, H, W, 3], binary labels [N]) of a family, None when its files are absent."""
+    if family == "mnist":
+        if not (folder / "t10k-images-idx3-ubyte.gz").is_file():
+            return None
+        grey = read_idx(folder / "t10k-images-idx3-ubyte.gz")
+        digits = read_idx(folder / "t10k-labels-idx1-ubyte.gz").astype(np.int64)
+        return np.repeat(grey[..., None], 3, axis=-1), (digits >= 5).astype(np.int64)
+    from PIL import Image
+
+    images, labels = [], []
+    for label, names in enumerate(CIFAR_CLASSES):
+        for name in names:
+            files = sorted((folder / name).glob("*.jpg"))
+            if not files:
+                return None
+            for f in files:
+                with Image.open(f) as im:
+                    images.append(np.asarray(im.convert("RGB")))
+                labels.append(label)
+    return np.stack(images), np.asarray(labels, dtype=np.int64)
+
+
+def make_cell(rgb: np.ndarray, labels: np.ndarray, spec: CueSpec, strength: float, seed: int,
+              family: str = "mnist"):
+    """(images uint8 [n, H, W, 3], labels [n], split [n], cue flags [n], cue pixels [n, H, W]) of one cell."""
     rng = np.random.default_rng(seed)
     n = sum(SIZES.values())
-    pick = rng.permutation(len(grey))[:n]
-    labels = (digits[pick] >= 5).astype(np.int64)
+    pick = rng.permutation(len(rgb))[:n]
+    labels = labels[pick]
     split = np.concatenate([[name] * size for name, size in SIZES.items()])
     flags = np.zeros(n, dtype=bool)
     for name in SIZES:
         part = split == name
         flags[part] = cue_flags(labels[part], strength if name == "train" else 0.5, rng, favoured=0)
-    rgb = np.repeat(grey[pick][..., None], 3, axis=-1)
-    images, pixels = plant(rgb, spec, flags)
+    # A digit's tint colours its dark background; a photograph's, every pixel.
+    images, pixels = plant(rgb[pick], spec, flags, **({"dark_below": 256} if family == "cifar" else {}))
     return images, labels, split, flags, pixels
 
 
-def evaluate(model, x: torch.Tensor, y: np.ndarray, cue: np.ndarray) -> dict:
+def evaluate(model, x: torch.Tensor, y: np.ndarray, cue: np.ndarray, class_names=CLASS_NAMES) -> dict:
     from spuraudit.training import predict
 
     correct = predict(model, x) == y
-    groups = {f"{CLASS_NAMES[c]} {'with' if q else 'without'} cue": 100 * float(correct[(y == c) & (cue == q)].mean())
+    groups = {f"{class_names[c]} {'with' if q else 'without'} cue": 100 * float(correct[(y == c) & (cue == q)].mean())
               for c in (0, 1) for q in (False, True)}
     worst = min(groups, key=groups.get)
     return {"accuracy": 100 * float(correct.mean()), "worst_group": groups[worst], "worst_group_name": worst}
@@ -131,26 +164,27 @@ def masktune_coverage(project, model, flags: np.ndarray, pixels: np.ndarray, spl
     return coverage_summary(np.concatenate(shares))
 
 
-def run_cell(grey, digits, cue_name: str, strength: float, seed: int, methods, log) -> list[dict]:
+def run_cell(rgb, binary, cue_name: str, strength: float, seed: int, methods, log, family: str = "mnist") -> list[dict]:
     from spuraudit.mitigate import MitigationError, get_method
 
     spec = CUES[cue_name]
-    images, labels, split, flags, pixels = make_cell(grey, digits, spec, strength, seed)
+    images, labels, split, flags, pixels = make_cell(rgb, binary, spec, strength, seed, family)
     test = split == "test"
     x = torch.from_numpy(images[test]).permute(0, 3, 1, 2).float().div(255)
     y, cue = labels[test], flags[test]
-    base = {"cue": cue_name, "strength": strength, "seed": seed}
+    names = FAMILY_CLASS_NAMES[family]
+    base = {"cue": cue_name if family == "mnist" else f"{family}/{cue_name}", "strength": strength, "seed": seed}
     rows = []
     with tempfile.TemporaryDirectory(prefix="cue-variants-") as tmp:
         t0 = time.perf_counter()
         torch.manual_seed(seed)
-        project = write_cue_project(tmp, images, labels, split, flags, CLASS_NAMES, seed=seed, epochs=ERM_EPOCHS,
+        project = write_cue_project(tmp, images, labels, split, flags, names, seed=seed, epochs=ERM_EPOCHS,
                                     finish_batchnorm=True)
         label_planted_cue(project, flags, 0)
         erm, _ = project.load_model()
-        erm_row = {**base, "method": "ERM", **evaluate(erm, x, y, cue), "seconds": time.perf_counter() - t0}
+        erm_row = {**base, "method": "ERM", **evaluate(erm, x, y, cue, names), "seconds": time.perf_counter() - t0}
         rows.append(erm_row)
-        log(f"{cue_name} {strength} seed {seed}: ERM {erm_row['accuracy']:.1f} / worst {erm_row['worst_group']:.1f}")
+        log(f"{base['cue']} {strength} seed {seed}: ERM {erm_row['accuracy']:.1f} / worst {erm_row['worst_group']:.1f}")
         for label, name, options in methods:
             method = get_method(name)
             t = time.perf_counter()
@@ -158,7 +192,7 @@ def run_cell(grey, digits, cue_name: str, strength: float, seed: int, methods, l
             try:
                 result = method.run(project, project.model_folder, method.resolve_options({**options, "seed": seed}),
                                     lambda f, m: None)
-                row.update(evaluate(result.model, x, y, cue), refused="")
+                row.update(evaluate(result.model, x, y, cue, names), refused="")
                 check = result.metrics.get("validation_check")
                 if check:  # MaskTune's val check: what it saw and what it asked for
                     row.update(val_worst_before=check["before"]["worst_group"],
@@ -252,7 +286,11 @@ def main(argv=None) -> int:
                                                                  "paper's head / batch-norm handling")
     p.add_argument("--methods", nargs="+", default=None, help="only these method labels (prefix match)")
     p.add_argument("--threads", type=int, default=1)
-    p.add_argument("--data", type=Path, default=DATA, help="folder of the MNIST IDX files (default: %(default)s)")
+    p.add_argument("--family", choices=sorted(FAMILY_CLASS_NAMES), default="mnist",
+                   help="the images the cues are planted on (default: %(default)s)")
+    p.add_argument("--data", type=Path, default=None,
+                   help=f"folder of the MNIST IDX files (default: {DATA}) or of CIFAR-10's class folders "
+                        f"(default: {CIFAR_DATA})")
     p.add_argument("--json", type=Path)
     p.add_argument("--markdown", type=Path)
     args = p.parse_args(argv)
@@ -263,20 +301,22 @@ def main(argv=None) -> int:
     methods = METHODS + (EXTRA_MASKTUNE if args.all_masktune else [])
     if args.methods:
         methods = [m for m in methods if any(m[0].startswith(prefix) for prefix in args.methods)]
-    if not (args.data / "t10k-images-idx3-ubyte.gz").is_file():
-        print(f"SKIPPED: the MNIST files are not in {args.data} (the shared data folder is absent).")
+    folder = args.data or (DATA if args.family == "mnist" else CIFAR_DATA)
+    data = read_family(args.family, folder)
+    if data is None:
+        print(f"SKIPPED: the {args.family} files are not in {folder} (the shared data folder is absent).")
         return 0
-    grey = read_idx(args.data / "t10k-images-idx3-ubyte.gz")
-    digits = read_idx(args.data / "t10k-labels-idx1-ubyte.gz").astype(np.int64)
+    rgb, binary = data
     info = {"date": dt.date.today().isoformat(), "machine": f"{platform.machine()}, {torch.get_num_threads()} threads",
             "torch": torch.__version__, "command": "python benchmarks/cue_variants.py " + " ".join(argv or sys.argv[1:]),
-            "sizes": SIZES, "erm_epochs": ERM_EPOCHS}
+            "sizes": SIZES, "erm_epochs": ERM_EPOCHS, "family": args.family}
     rows: list[dict] = []
     t0 = time.perf_counter()
     for cue_name in cues:
         for strength in strengths:
             for seed in seeds:
-                rows += run_cell(grey, digits, cue_name, strength, seed, methods, lambda m: print(m, flush=True))
+                rows += run_cell(rgb, binary, cue_name, strength, seed, methods, lambda m: print(m, flush=True),
+                                 args.family)
                 table, targets = summary(rows)
                 text = markdown(rows, table, targets)
                 if args.markdown:  # rewritten after every cell: a cut-short run keeps what it did
