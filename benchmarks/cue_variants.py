@@ -86,7 +86,7 @@ EXTRA_MASKTUNE = [
     ("MaskTune 2 rounds", "masktune", {"rounds": 2}),
     ("MaskTune 3 rounds", "masktune", {"rounds": 3}),
     ("MaskTune, Adam 1e-3 and the masked epoch's BN statistics", "masktune", {"lr": 1e-3, "batchnorm": "train"}),
-    ("MaskTune, holes filled from other images", "masktune", {"fill": "others"}),
+    ("MaskTune, black holes (the paper)", "masktune", {"fill": "zero"}),
 ]
 
 
