@@ -150,8 +150,9 @@ if method_name != "masktune":
 st.header("MaskTune's masks on training images")
 st.caption(
     "XGradCAM of the class the model predicts, at its last convolutional stage, in the model's input "
-    "coordinates. Pixels above the threshold are set to 0 (black) for the one fine-tuning epoch. Computed "
-    "here for the images shown only."
+    "coordinates. Pixels above the threshold are masked for the one fine-tuning epoch: shown black here; "
+    "with fill 'others' (the default) the epoch fills them with the same pixels of another training image. "
+    "Computed here for the images shown only."
 )
 from spuraudit.mitigate.masking import RULES  # noqa: E402  (imports pytorch-grad-cam: only on this view)
 from spuraudit.mitigate.masktune import masked_examples, share_histogram  # noqa: E402

@@ -1,8 +1,9 @@
 """MaskTune (Asgari et al., 2022; docs/methods.md §7.2): mask what the model looks at, fine-tune one epoch.
 
 Starting from the trained (ERM) model, every training image gets an XGradCAM heatmap of the class the
-model PREDICTS (no label is used); the hottest pixels are set to 0 and the whole model is fine-tuned
-for exactly one epoch on the masked training set with a small constant learning rate. The features
+model PREDICTS (no label is used); the hottest pixels are masked (by default filled with the same pixels
+of another image of the batch; black in the paper) and the whole model is fine-tuned for exactly one epoch
+on the masked training set with a small constant learning rate. The features
 the model relied on most are gone from that epoch's images, so it has to find others. Optional further
 rounds re-mask the already masked images with the fine-tuned model and tune another epoch. Afterwards the
 batch-norm statistics are re-estimated on unmasked training images: the epoch fitted them to images with
