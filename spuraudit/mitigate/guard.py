@@ -29,12 +29,13 @@ def held_out_figures(preds: np.ndarray, labels: np.ndarray, group_ids: np.ndarra
 
 
 def guard_failure(row: dict, start: dict, max_accuracy_drop: float, max_class_drop: float,
-                  required_gain: float = 0.0) -> str | None:
+                  required_gain: float = 0.0, smallest_group: int = 0) -> str | None:
     """Why a new model (or head) may not be chosen (None when it may), against the original's figures.
 
     Average accuracy may fall at most `max_accuracy_drop` points, each class's accuracy at most
     `max_class_drop`, and the worst group may not fall at all: the point of a mitigation is that
-    group. With `required_gain` > 0 (see `required_gain`) it must rise by at least that many points.
+    group. With `required_gain` > 0 (see `required_gain`) it must rise by at least that many points;
+    `smallest_group`, the images of the group that margin came from, is named in the reason.
     A model predicting (almost) one class for every image is refused outright."""
     if row.get("accuracy", 0.0) < start.get("accuracy", 0.0) - max_accuracy_drop:
         return f"average accuracy fell {start['accuracy'] - row['accuracy']:.1f} points"
@@ -50,8 +51,9 @@ def guard_failure(row: dict, start: dict, max_accuracy_drop: float, max_class_dr
     if required_gain > 0 and np.isfinite(start.get("worst_group", np.nan)):
         gain = row.get("worst_group", 0.0) - start["worst_group"]
         if gain < required_gain:
+            where = f"a group of {smallest_group} images" if smallest_group else "the smallest group"
             return (f"worst group rose {gain:.1f} points, less than the {required_gain:.1f} that sampling noise "
-                    "alone gives on the smallest group")
+                    f"alone gives on {where}")
     return None
 
 

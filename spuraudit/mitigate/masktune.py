@@ -236,10 +236,9 @@ class MaskTune(Mitigation):
         labels = table.labels[val_idx]
         before, after = held_out_figures(parent_preds, labels, groups), held_out_figures(preds, labels, groups)
         margin, smallest = required_gain(before["worst_group"], groups, options["required_gain_se"])
-        why = guard_failure(after, before, options["max_accuracy_drop"], options["max_class_drop"], margin)
-        if why and why.startswith("worst group rose"):
-            why = why.replace("the smallest group", f"a group of {smallest} images") \
-                + "; set 'required_gain_se' to 0 to accept any rise"
+        why = guard_failure(after, before, options["max_accuracy_drop"], options["max_class_drop"], margin, smallest)
+        if why and why.startswith("worst group rose"):  # the margin refused it: say how to waive it
+            why += "; set 'required_gain_se' to 0 to accept any rise"
         shown = (f"accuracy {before['accuracy']:.1f} -> {after['accuracy']:.1f} %"
                  + (f", worst group {before['worst_group']:.1f} -> {after['worst_group']:.1f} %"
                     if np.isfinite(before["worst_group"]) else ""))
