@@ -489,10 +489,20 @@ def test_jobs_db_deleted_or_damaged_while_idle(world):
         again = JobQueue(db).submit("tests.jobfuncs:steps", {"n": 1, "delay": 0.0})  # the app's next call
         assert again > max(ids)
         assert wait_for(lambda: _done(queue, again), timeout=60, what="the job after the loss").status == "done"
-        # The log first: while it exists a reader can still see the old pages in it over the garbage.
+        # Fold the log into the file, then drop it: while a log exists a reader can still see its pages
+        # over the garbage. The garbage then lands in one step, so the idle worker sees either the
+        # whole good file or the whole damaged one, never an empty or half-written file in between.
+        conn = sqlite3.connect(db, timeout=10)
+        try:  # busy (0 = done) while the worker happens to be reading; it reads briefly
+            assert wait_for(lambda: conn.execute("PRAGMA wal_checkpoint(TRUNCATE)").fetchone()[0] == 0 or None,
+                            timeout=30, what="the log folded into the file")
+        finally:
+            conn.close()
         for suffix in ("-wal", "-shm"):
             db.with_name(db.name + suffix).unlink(missing_ok=True)
-        db.write_bytes(os.urandom(8192))
+        garbage = db.with_name("garbage.tmp")
+        garbage.write_bytes(os.urandom(8192))
+        os.replace(garbage, db)
         counts = queue.counts()  # the app's jobs page: works, on an empty list
         assert counts["queued"] == 0
         later = queue.submit("tests.jobfuncs:steps", {"n": 1, "delay": 0.0})

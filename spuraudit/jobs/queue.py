@@ -252,6 +252,8 @@ class JobQueue:
                 if problem is None:
                     return  # another process recreated it meanwhile
                 damaged = "no such table" not in problem
+                # Say what the file is now: it may have changed since the caller saw its error.
+                reason = f"the job database could not be used ({problem})"
             now = utc_now()
             stamp = now.replace(":", "").replace("-", "")[:15]
             aside = None
