@@ -150,28 +150,32 @@ if method_name != "masktune":
 st.header("MaskTune's masks on training images")
 st.caption(
     "XGradCAM of the class the model predicts, at its last convolutional stage, in the model's input "
-    "coordinates. Pixels above the threshold are masked for the one fine-tuning epoch: shown black here; "
-    "with fill 'others' (the default) the epoch fills them with the same pixels of another training image. "
-    "Computed here for the images shown only."
+    "coordinates. Pixels above the threshold are masked for the one fine-tuning epoch and filled as 'Fill' "
+    "says: with 'others' (the default) by the same pixels of another image (here another of the images "
+    "shown), with 'zero' black. Computed here for the images shown only."
 )
 from spuraudit.mitigate.masking import RULES  # noqa: E402  (imports pytorch-grad-cam: only on this view)
 from spuraudit.mitigate.masktune import masked_examples, share_histogram  # noqa: E402
 
-c1, c2, c3 = st.columns(3)
+c1, c2, c3, c4 = st.columns(4)
 rule = c1.selectbox("Threshold rule", list(RULES), index=list(RULES).index(values.get("rule", "top_fraction")),
                     key="preview_rule")
 fraction = c2.number_input("Fraction (top_fraction rule)", 0.01, 0.9, float(values.get("fraction", 0.25)),
                            step=0.05, key="preview_fraction")
+fills = ("others", "zero")
+fill = c3.selectbox("Fill", fills, index=fills.index(values.get("fill", "others")), key="preview_fill")
 train_idx = np.flatnonzero(table.split_mask("train")) if "train" in table.splits else np.arange(len(table))
 per_page = 8
 pages = max(1, -(-len(train_idx) // per_page))
-page = c3.number_input(f"Page (of {pages})", 1, pages, 1, key="preview_page")
+page = c4.number_input(f"Page (of {pages})", 1, pages, 1, key="preview_page")
 
 
 @st.cache_data(max_entries=32, show_spinner="Computing XGradCAM masks…")
-def _examples(project_folder: str, model_folder: str, indices: tuple[int, ...], rule: str, fraction: float):
+def _examples(project_folder: str, model_folder: str, indices: tuple[int, ...], rule: str, fraction: float,
+              fill: str = "zero"):
     model, card = load_model(model_folder)
-    return masked_examples(project, model, np.array(indices), rule=rule, fraction=fraction, size=card.input_size)
+    return masked_examples(project, model, np.array(indices), rule=rule, fraction=fraction, size=card.input_size,
+                           fill=fill)
 
 
 def _display(img):
@@ -181,7 +185,7 @@ def _display(img):
 
 
 chosen = tuple(int(i) for i in train_idx[(page - 1) * per_page: page * per_page])
-ex = _examples(str(project.folder), str(project.model_folder), chosen, rule, float(fraction))
+ex = _examples(str(project.folder), str(project.model_folder), chosen, rule, float(fraction), fill)
 from spuraudit.explain import overlay_heatmap  # noqa: E402
 
 cols = st.columns(len(chosen) or 1)

@@ -114,6 +114,17 @@ def test_official_rule_masks_little_and_says_so(labelled_demo):
     assert np.all(default["masked"][default["masks"]] == 0)
     assert np.array_equal(default["masked"][~default["masks"]], default["originals"][~default["masks"]])
     assert np.array_equal(default["preds"], np.asarray(project.feature_store().preds)[train])  # predicted class
+    # Filled as the tuning epoch fills them: each image's holes hold one other shown image's pixels.
+    filled = masked_examples(project, model, train, size=card.input_size, fill="others")
+    assert np.array_equal(filled["masks"], default["masks"])
+    assert np.array_equal(filled["masked"][~filled["masks"]], filled["originals"][~filled["masks"]])
+    for i in range(n):
+        hole = filled["masks"][i]
+        same = [j for j in range(n) if j != i and np.array_equal(filled["masked"][i][hole], filled["originals"][j][hole])]
+        assert same, f"image {i}'s holes are not another shown image's pixels"
+    assert np.mean(filled["masked"][filled["masks"]] == 0) < 0.9  # not black holes
+    with pytest.raises(ValueError, match="unknown fill"):
+        masked_examples(project, model, train[:2], size=card.input_size, fill="noise")
 
 
 def test_selective_classification(biased_digits, masktuned):

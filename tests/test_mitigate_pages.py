@@ -80,6 +80,9 @@ def test_mitigate_page_previews_masktune_masks(with_models, monkeypatch):
     assert 20 <= mean <= 26  # the default rule masks the hottest quarter
     assert "Images with nothing masked" in metrics
     assert len(at.get("image")) >= 3 * 8  # original, heatmap and masked for each image of the page
+    assert at.selectbox(key="preview_fill").value == "others"  # the epoch's default fill
+    at.selectbox(key="preview_fill").set_value("zero").run()
+    assert not at.exception and len(at.get("image")) >= 3 * 8
     at.selectbox(key="preview_rule").set_value("official").run()
     assert not at.exception
     official = {m.label: m.value for m in at.metric}

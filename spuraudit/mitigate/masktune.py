@@ -407,12 +407,14 @@ def reset_head(model) -> None:
 
 
 def masked_examples(project: Project, model, indices, rule: str = DEFAULT_RULE, fraction: float = DEFAULT_FRACTION,
-                    size=None) -> dict:
+                    size=None, fill: str = "zero", seed: int = 0) -> dict:
     """MaskTune's view of a few images, for browsing (runs the model on these images only).
 
     Returns originals uint8 [n, H, W, 3], heatmaps float [n, H, W] in [0, 1], masks bool [n, H, W],
     masked uint8 [n, H, W, 3], share float [n] (fraction of pixels masked), preds int [n] (the class the
     heatmap explains), indices int [n]. size: (H, W), by default the project model's input size.
+    fill: what the masked images show in the holes, as the tuning epoch's option: 'zero' (black) or
+    'others' (the same pixels of another of these images, a seeded draw as in the epoch).
     """
     indices = np.asarray(indices, dtype=np.int64)
     if size is None:  # every model of a project sees the project model's input size
@@ -421,6 +423,10 @@ def masked_examples(project: Project, model, indices, rule: str = DEFAULT_RULE, 
     model.eval()
     with HeatmapMaker(model) as make:
         out = mask_batch(make, images, rule, fraction)
+    if fill == "others":
+        out.masked = fill_from_others(images, out.masks.to(images.device), torch.Generator().manual_seed(seed))
+    elif fill != "zero":
+        raise ValueError(f"unknown fill '{fill}'; choose 'zero' or 'others'.")
 
     def to_uint8(x):
         return (x.clamp(0, 1).mul(255).round().byte().permute(0, 2, 3, 1).cpu().numpy())
