@@ -162,8 +162,9 @@ rule = c1.selectbox("Threshold rule", list(RULES), index=list(RULES).index(value
                     key="preview_rule")
 fraction = c2.number_input("Fraction (top_fraction rule)", 0.01, 0.9, float(values.get("fraction", 0.25)),
                            step=0.05, key="preview_fraction")
-fills = ("others", "zero")
-fill = c3.selectbox("Fill", fills, index=fills.index(values.get("fill", "others")), key="preview_fill")
+fill_option = next(o for o in method.options if o.name == "fill")  # the epoch's own choices and default
+fill = c3.selectbox("Fill", list(fill_option.choices),
+                    index=list(fill_option.choices).index(values.get("fill", fill_option.default)), key="preview_fill")
 train_idx = np.flatnonzero(table.split_mask("train")) if "train" in table.splits else np.arange(len(table))
 per_page = 8
 pages = max(1, -(-len(train_idx) // per_page))
@@ -172,7 +173,7 @@ page = c4.number_input(f"Page (of {pages})", 1, pages, 1, key="preview_page")
 
 @st.cache_data(max_entries=32, show_spinner="Computing XGradCAM masks…")
 def _examples(project_folder: str, model_folder: str, indices: tuple[int, ...], rule: str, fraction: float,
-              fill: str = "zero"):
+              fill: str):
     model, card = load_model(model_folder)
     return masked_examples(project, model, np.array(indices), rule=rule, fraction=fraction, size=card.input_size,
                            fill=fill)
@@ -203,7 +204,7 @@ _, parent_card = load_model(project.model_folder)
 preview_n = 256 if parent_card.input_size[0] * parent_card.input_size[1] <= 64 * 64 else 32
 sample = tuple(int(i) for i in np.sort(np.random.default_rng(0).choice(train_idx, size=min(preview_n, len(train_idx)),
                                                                          replace=False)))
-preview = _examples(str(project.folder), str(project.model_folder), sample, rule, float(fraction))
+preview = _examples(str(project.folder), str(project.model_folder), sample, rule, float(fraction), fill)
 share = 100 * preview["share"]
 nothing = float(np.mean(share == 0)) * 100
 m1, m2, m3 = st.columns(3)
