@@ -198,6 +198,10 @@ def run_cell(rgb, binary, cue_name: str, strength: float, seed: int, methods, lo
                     row.update(val_worst_before=check["before"]["worst_group"],
                                val_worst_after=check["after"]["worst_group"],
                                val_required_gain=check.get("required_gain", 0.0))
+                elif result.metrics.get("start_val_worst_group") is not None:  # head tuning's chosen head
+                    row.update(val_worst_before=result.metrics["start_val_worst_group"],
+                               val_worst_after=result.metrics["chosen_val_worst_group"],
+                               val_required_gain=result.metrics.get("required_val_gain", 0.0))
             except MitigationError as exc:  # "did not help": the user keeps the ERM model
                 row.update({k: erm_row[k] for k in ("accuracy", "worst_group", "worst_group_name")},
                            refused=str(exc).split(". ")[0])  # the reason, decimals kept

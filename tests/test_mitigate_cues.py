@@ -161,6 +161,26 @@ def test_head_tuning_with_a_collision_lifts_the_colliding_cue_group(blue_corner_
     assert diag["verdict"].startswith("helped") and diag["chosen_epoch"] >= 1
     report = compare_models(project, [project.model_folder, folder], split="test", n_boot=50)
     assert report.summary["verdict"].tolist() == ["original", "worst group improved"]
+    # The val worst group had to rise beyond two standard errors of the smallest val group, and did.
+    val_groups = project.table.group_ids()[0][project.table.split_mask("val")]
+    smallest = int(np.bincount(val_groups)[np.bincount(val_groups) > 0].min())
+    assert diag["required_val_gain"] == pytest.approx(noise_margin(diag["start_val_worst_group"], smallest, 2.0),
+                                                      abs=0.05)
+    assert diag["chosen_val_worst_group"] - diag["start_val_worst_group"] >= diag["required_val_gain"] > 0
+
+
+@pytest.mark.slow
+def test_head_tuning_refuses_a_rise_within_the_noise_margin(blue_corner_project, tmp_path):
+    """The same run, asked for a rise no accuracy can reach (1,000 standard errors of the smallest val group):
+    the head closed the gap but did not beat the noise margin, so the run refuses, says by how much, and
+    writes nothing."""
+    project, _, _ = blue_corner_project
+    before = list_mitigated_models(project)
+    with pytest.raises(MitigationError, match=r"did not help: the held-out \(val\) worst group rose [\d.]+ points at "
+                                              r"most .* less than the [\d.]+ that sampling noise alone gives on a "
+                                              r"group of \d+ images"):
+        run_mitigation(project, "head_tuning", {"seed": 0, "required_gain_se": 1000.0}, out_folder=tmp_path / "nope")
+    assert not (tmp_path / "nope").exists() and list_mitigated_models(project) == before
 
 
 @pytest.mark.slow
