@@ -137,8 +137,13 @@ def test_gallery_inspector_filters_export_and_link(demo_copy, tmp_path):
         # Export everything the filter lets through, as CSV: its rows are exactly the filtered images.
         page.locator(".st-key-gallery_export_scope").get_by_text("all filtered").click()
         _idle(page)
+        # Click only once the rerun has drawn the button for the filtered scope: a click on the button of the
+        # previous run (still on screen on a busy CPU) asks for a download that never comes.
+        button = page.locator(".st-key-gallery_download button")
+        expect(button).to_have_text(re.compile(rf"Download {len(expected):,} images' rows"), timeout=SLOW)
+        expect(button).to_be_enabled(timeout=SLOW)
         with page.expect_download(timeout=SLOW) as download:
-            page.locator(".st-key-gallery_download button").click()
+            button.click()
         data = Path(download.value.path()).read_text()
         exported = list(csv.DictReader(io.StringIO(data)))
         assert {int(r["index"]) for r in exported} == expected
