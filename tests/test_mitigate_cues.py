@@ -167,6 +167,9 @@ def test_head_tuning_with_a_collision_lifts_the_colliding_cue_group(blue_corner_
     assert diag["required_val_gain"] == pytest.approx(noise_margin(diag["start_val_worst_group"], smallest, 2.0),
                                                       abs=0.05)
     assert diag["chosen_val_worst_group"] - diag["start_val_worst_group"] >= diag["required_val_gain"] > 0
+    card = load_model(folder)[1]
+    assert any(re.search(rf"beyond the [\d.]+ points sampling noise alone gives on a group of {smallest} images", note)
+               for note in card.notes), card.notes
 
 
 @pytest.mark.slow

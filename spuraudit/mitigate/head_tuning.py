@@ -213,7 +213,7 @@ class _FrozenBackboneTuning(Mitigation):
             tried.append({"what": what, "rows": rows, "frozen": frozen, "lr": lr, "fit": fit, "images": len(indices),
                           "collisions": hits, "others": others, "k": k})
         fit = tried[0]["fit"]
-        margin = 0.0
+        margin, smallest = 0.0, 0
         if monitor is not None:
             helped = [t for t in tried if t["fit"].helped]
             start_worst = fit.history[0]["worst_group"]
@@ -286,6 +286,10 @@ class _FrozenBackboneTuning(Mitigation):
              f"(epoch {fit.chosen_epoch}, {fit.stop_reason}; {fit.verdict}); figures reported on test") if monitor else
             f"no spurious labels: trained all {len(fit.history) - 1} epochs without early stopping",
         ]
+        if margin > 0:  # what the noise check saw, in words
+            notes.append(f"val worst group {fit.history[0]['worst_group']:.1f} -> "
+                         f"{fit.history[fit.chosen_epoch]['worst_group']:.1f} %: a rise beyond the {margin:.1f} points "
+                         f"sampling noise alone gives on a group of {smallest} images ('required_gain_se')")
         return MitigationResult(model=model, head_only=True, options=dict(options), metrics=metrics, notes=notes)
 
 
