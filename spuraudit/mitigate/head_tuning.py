@@ -42,7 +42,7 @@ from .data import (
     spurious_labels,
 )
 from ..analysis.gaps import high_low_indices
-from .guard import required_gain
+from .guard import guard_failure, required_gain
 from .head_training import GAP_STATISTICS, GapMonitor, curve_for_card, feature_scaled_lr, fit_head
 
 OTHER_CLASSES = ("balanced_sample", "freeze_rows", "none")
@@ -218,7 +218,10 @@ class _FrozenBackboneTuning(Mitigation):
             helped = [t for t in tried if t["fit"].helped]
             start_worst = fit.history[0]["worst_group"]
             margin, smallest = required_gain(start_worst, monitor.group_ids, options.get("required_gain_se", 0.0))
-            short = [t for t in helped if _chosen_worst(t["fit"]) - start_worst < margin]
+            # The guard's own rule: only the margin can refuse here, every other check already passed per epoch.
+            short = [t for t in helped if guard_failure(t["fit"].history[t["fit"].chosen_epoch], fit.history[0],
+                                                        options["max_accuracy_drop"], options["max_class_drop"],
+                                                        margin, smallest)]
             if helped and len(short) == len(helped):  # every head closed the gap, none beat the noise
                 rise = max(_chosen_worst(t["fit"]) for t in helped) - start_worst
                 raise MitigationError(
@@ -287,8 +290,8 @@ class _FrozenBackboneTuning(Mitigation):
             f"no spurious labels: trained all {len(fit.history) - 1} epochs without early stopping",
         ]
         if margin > 0:  # what the noise check saw, in words
-            notes.append(f"val worst group {fit.history[0]['worst_group']:.1f} -> "
-                         f"{fit.history[fit.chosen_epoch]['worst_group']:.1f} %: a rise beyond the {margin:.1f} points "
+            notes.append(f"val worst group {start_worst:.1f} -> {_chosen_worst(fit):.1f} %: a rise beyond the "
+                         f"{margin:.1f} points "
                          f"sampling noise alone gives on a group of {smallest} images ('required_gain_se')")
         return MitigationResult(model=model, head_only=True, options=dict(options), metrics=metrics, notes=notes)
 
