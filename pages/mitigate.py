@@ -158,11 +158,13 @@ from spuraudit.mitigate.masking import RULES  # noqa: E402  (imports pytorch-gra
 from spuraudit.mitigate.masktune import masked_examples, share_histogram  # noqa: E402
 
 c1, c2, c3, c4 = st.columns(4)
-rule = c1.selectbox("Threshold rule", list(RULES), index=list(RULES).index(values.get("rule", "top_fraction")),
-                    key="preview_rule")
-fraction = c2.number_input("Fraction (top_fraction rule)", 0.01, 0.9, float(values.get("fraction", 0.25)),
-                           step=0.05, key="preview_fraction")
-fill_option = next(o for o in method.options if o.name == "fill")  # the epoch's own choices and default
+declared = {o.name: o for o in method.options}  # the epoch's own choices and defaults
+rule = c1.selectbox("Threshold rule", list(RULES),
+                    index=list(RULES).index(values.get("rule", declared["rule"].default)), key="preview_rule")
+fraction = c2.number_input("Fraction (top_fraction rule)", 0.01, 0.9,
+                           float(values.get("fraction", declared["fraction"].default)), step=0.05,
+                           key="preview_fraction")
+fill_option = declared["fill"]
 fill = c3.selectbox("Fill", list(fill_option.choices),
                     index=list(fill_option.choices).index(values.get("fill", fill_option.default)), key="preview_fill")
 train_idx = np.flatnonzero(table.split_mask("train")) if "train" in table.splits else np.arange(len(table))
