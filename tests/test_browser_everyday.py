@@ -182,7 +182,8 @@ def test_an_uploaded_cifar_resnet_under_the_wrong_architecture_gets_the_right_on
         page.get_by_text("Upload a file").click()
         page.locator("[data-testid='stFileUploaderDropzoneInput']").last.set_input_files(str(CIFAR_RESNET20))
         # The picker still says torchvision:resnet50: the page says it does not fit and proposes the right one first.
-        expect(page.get_by_text(re.compile("does not fit"))).to_be_visible(timeout=SLOW)
+        expect(page.get_by_text(re.compile(r"^This file does not fit"))).to_be_visible(timeout=SLOW)
+        expect(page.get_by_text("What does not fit")).to_be_visible(timeout=SLOW)
         first = page.locator("[class*='st-key-use-arch-0']")
         expect(page.get_by_text("Architectures that match this file")).to_be_visible(timeout=SLOW)
         proposal = page.get_by_text(re.compile(r"^spuraudit:cifar_resnet\d+$")).first
